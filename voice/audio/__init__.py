@@ -1,0 +1,1 @@
+"""Audio plumbing: frames, re-framing, resampling, G.711 and WAV."""

@@ -1,0 +1,183 @@
+"""Settings: read once (from ``VOICE_*`` environment variables, then CLI flags), validated,
+frozen, and passed down. Nothing else in `voice` reads the environment.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+
+from voice.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+PCM_RATES = (8_000, 16_000, 24_000, 48_000)
+"""Sample rates a caller may choose for PCM16 in and out."""
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class GatewaySettings(_Frozen):
+    """Where inference happens and how we talk to it."""
+
+    url: str | None = None
+    """Base URL including ``/v1``; ``None`` selects the embedded offline engines."""
+    api_key: SecretStr | None = None
+    asr_model: str = "whisper-1"
+    llm_model: str = "gpt-4o-mini"
+    tts_model: str = "tts-1"
+    tts_voice: str = "alloy"
+    tts_format: Literal["pcm", "wav"] = "pcm"
+    """``pcm`` is raw 24 kHz s16le (OpenAI's format); ``wav`` is parsed for its rate."""
+    asr_language: str | None = None
+    llm_max_tokens: int | None = Field(default=300, gt=0)
+    llm_temperature: float | None = Field(default=None, ge=0, le=2)
+    extra_headers: dict[str, str] = Field(default_factory=dict)
+    """Sent on every request (a pipeline id, a payment proof, ...)."""
+    connect_timeout_s: float = Field(default=5.0, gt=0)
+    asr_timeout_s: float = Field(default=30.0, gt=0)
+    llm_timeout_s: float = Field(default=30.0, gt=0)
+    """Longest wait for the first token, and between tokens after it."""
+    tts_timeout_s: float = Field(default=30.0, gt=0)
+    max_retries: int = Field(default=2, ge=0, le=5)
+    retry_backoff_s: float = Field(default=0.2, ge=0)
+    max_connections: int = Field(default=200, gt=0)
+
+    @field_validator("url")
+    @classmethod
+    def _normalise_url(cls, url: str | None) -> str | None:
+        return None if url is None or not url.strip() else normalise_gateway_url(url)
+
+
+class TurnSettings(_Frozen):
+    """Speech detection; every duration is rounded to whole 20 ms frames."""
+
+    vad_aggressiveness: int = Field(default=2, ge=0, le=3)
+    """webrtcvad mode: 0 lets most sound through as speech, 3 is the strictest."""
+    start_ms: int = Field(default=100, ge=20)
+    """Voiced audio needed before speech is declared started (and a reply interrupted)."""
+    hangover_ms: int = Field(default=500, ge=100)
+    """Unvoiced audio after speech that ends the turn."""
+    preroll_ms: int = Field(default=300, ge=200)
+    """Audio kept from before the onset so the first syllable reaches ASR."""
+    min_speech_ms: int = Field(default=200, ge=20)
+    """Turns with less voiced audio than this are dropped (coughs, clicks)."""
+    max_turn_s: float = Field(default=30.0, gt=1)
+    """A turn is cut and sent to ASR at this length."""
+
+
+class PipelineSettings(_Frozen):
+    instructions: str = (
+        "You are a helpful voice assistant. Answer in one to three short spoken sentences, "
+        "with no lists, markdown or emoji."
+    )
+    max_history_messages: int = Field(default=24, ge=2)
+    tts_lookahead: int = Field(default=2, ge=1, le=8)
+    """Sentences whose speech is requested while an earlier one still plays."""
+    eager_min_words: int = Field(default=6, ge=1)
+    """The first chunk may end at a clause boundary once it has this many words."""
+    playout_lead_ms: int = Field(default=200, ge=20, le=2000)
+    """Reply audio sent ahead of real time; what is cleared on barge-in, at most."""
+    audio_queue_ms: int = Field(default=10_000, ge=500)
+    """Reply audio buffered per session before the producer waits."""
+
+
+class ServerSettings(_Frozen):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+    max_sessions: int = Field(default=200, gt=0)
+    max_frame_bytes: int = Field(default=64 * 1024, ge=1024)
+    """Largest binary frame a caller may send (1 s of 16 kHz PCM16 is 32 KiB)."""
+
+
+class Settings(_Frozen):
+    gateway: GatewaySettings = GatewaySettings()
+    turn: TurnSettings = TurnSettings()
+    pipeline: PipelineSettings = PipelineSettings()
+    server: ServerSettings = ServerSettings()
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str], **overrides: dict[str, Any]) -> Settings:
+        """Build settings from ``VOICE_*`` variables, then ``overrides`` per section.
+
+        ``overrides`` maps a section name to field values (CLI flags), e.g.
+        ``server={"port": 9000}``; ``None`` values are ignored.
+        """
+        sections: dict[str, dict[str, Any]] = {name: {} for name in cls.model_fields}
+        for var, (section, field) in ENV_VARS.items():
+            if var in env and env[var] != "":
+                sections[section][field] = env[var]
+        if "VOICE_GATEWAY_HEADERS" in env:
+            sections["gateway"]["extra_headers"] = parse_headers(env["VOICE_GATEWAY_HEADERS"])
+        for section, values in overrides.items():
+            sections[section].update({k: v for k, v in values.items() if v is not None})
+        try:
+            return cls.model_validate(sections)
+        except ValidationError as exc:
+            raise ConfigError(_describe(exc)) from None
+
+
+ENV_VARS: dict[str, tuple[str, str]] = {
+    "VOICE_GATEWAY_URL": ("gateway", "url"),
+    "VOICE_GATEWAY_API_KEY": ("gateway", "api_key"),
+    "VOICE_ASR_MODEL": ("gateway", "asr_model"),
+    "VOICE_LLM_MODEL": ("gateway", "llm_model"),
+    "VOICE_TTS_MODEL": ("gateway", "tts_model"),
+    "VOICE_TTS_VOICE": ("gateway", "tts_voice"),
+    "VOICE_TTS_FORMAT": ("gateway", "tts_format"),
+    "VOICE_ASR_LANGUAGE": ("gateway", "asr_language"),
+    "VOICE_LLM_MAX_TOKENS": ("gateway", "llm_max_tokens"),
+    "VOICE_GATEWAY_MAX_RETRIES": ("gateway", "max_retries"),
+    "VOICE_VAD_AGGRESSIVENESS": ("turn", "vad_aggressiveness"),
+    "VOICE_TURN_HANGOVER_MS": ("turn", "hangover_ms"),
+    "VOICE_INSTRUCTIONS": ("pipeline", "instructions"),
+    "VOICE_TTS_LOOKAHEAD": ("pipeline", "tts_lookahead"),
+    "VOICE_PLAYOUT_LEAD_MS": ("pipeline", "playout_lead_ms"),
+    "VOICE_HOST": ("server", "host"),
+    "VOICE_PORT": ("server", "port"),
+    "VOICE_MAX_SESSIONS": ("server", "max_sessions"),
+}
+"""Every environment variable `voice` reads, and the setting it fills."""
+
+
+def normalise_gateway_url(url: str) -> str:
+    """``https://gw.example/`` → ``https://gw.example/v1``; logs what it changed."""
+    original = url
+    url = url.strip().rstrip("/")
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError(f"gateway URL must be http(s)://host[:port]/v1, got {original!r}")
+    if parts.query or parts.fragment:
+        raise ValueError("gateway URL must not carry a query string or fragment")
+    if not parts.path.endswith("/v1"):
+        url += "/v1"
+    if url != original:
+        log.info("gateway URL %s normalised to %s", original, url)
+    return url
+
+
+def parse_headers(spec: str) -> dict[str, str]:
+    """``"X-A: 1; X-B: two"`` → ``{"X-A": "1", "X-B": "two"}`` (newlines work as ``;``)."""
+    headers: dict[str, str] = {}
+    for item in spec.replace("\n", ";").split(";"):
+        if not item.strip():
+            continue
+        name, sep, value = item.partition(":")
+        if not sep or not name.strip():
+            raise ConfigError(f"VOICE_GATEWAY_HEADERS: expected 'Name: value', got {item!r}")
+        headers[name.strip()] = value.strip()
+    return headers
+
+
+def _describe(exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"])
+        lines.append(f"{where}: {err['msg']}")
+    return "invalid settings: " + "; ".join(lines)

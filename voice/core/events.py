@@ -1,0 +1,142 @@
+"""The pipeline's event vocabulary: what happened in a session, free of any wire format.
+
+Transports translate these into their own messages (JSON on the native WebSocket and the
+WebRTC data channel; marks and clears on Twilio). Times named ``*_ms`` with an ``at`` are on
+the session's audio clock: milliseconds of caller audio received since the session started.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True, slots=True)
+class SpeechStarted:
+    """The caller started speaking; ``at_ms`` is the first voiced frame (onset)."""
+
+    at_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class SpeechStopped:
+    """End of turn: ``audio`` is the utterance (16 kHz PCM16, with pre-roll).
+
+    ``speech_end_ms`` is the end of the last voiced frame; ``at_ms`` is when the turn was
+    declared over, so ``at_ms - speech_end_ms`` is the hangover the caller waited (vad_ms).
+    ``cut`` is true when the turn hit the maximum length rather than a pause.
+    """
+
+    at_ms: int
+    speech_end_ms: int
+    audio: bytes = field(repr=False)
+    cut: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class SpeechDiscarded:
+    """Speech ended but was too short to be a turn (a cough, a click): nothing is sent to ASR."""
+
+    at_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class Transcript:
+    """What the caller said in the turn that just ended."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class ResponseStarted:
+    response_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class TextDelta:
+    """Reply text as the LLM writes it."""
+
+    response_id: str
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class AudioDone:
+    """All reply audio for the response has been handed to the transport."""
+
+    response_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class ResponseInterrupted:
+    """The caller talked over the reply; ``heard_text`` is what they heard of it."""
+
+    response_id: str
+    heard_text: str
+
+
+@dataclass(frozen=True, slots=True)
+class TurnTimings:
+    """Per-turn latency, milliseconds, measured from the caller's end of speech.
+
+    ``overhead_ms`` is the pipeline's own cost: ``first_audio_ms`` less the time spent
+    waiting on VAD hangover, ASR, the LLM up to the first sentence, and TTS's first byte.
+    A stage that did not run is ``None``.
+    """
+
+    vad_ms: float | None = None
+    asr_ms: float | None = None
+    llm_ttft_ms: float | None = None
+    first_sentence_ms: float | None = None
+    tts_ttfb_ms: float | None = None
+    first_audio_ms: float | None = None
+
+    @property
+    def overhead_ms(self) -> float | None:
+        parts = (self.vad_ms, self.asr_ms, self.first_sentence_ms, self.tts_ttfb_ms)
+        if self.first_audio_ms is None or any(p is None for p in parts):
+            return None
+        return self.first_audio_ms - sum(p for p in parts if p is not None)
+
+    def as_dict(self) -> dict[str, float | None]:
+        return {
+            "vad_ms": self.vad_ms,
+            "asr_ms": self.asr_ms,
+            "llm_ttft_ms": self.llm_ttft_ms,
+            "first_sentence_ms": self.first_sentence_ms,
+            "tts_ttfb_ms": self.tts_ttfb_ms,
+            "first_audio_ms": self.first_audio_ms,
+            "overhead_ms": self.overhead_ms,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class ResponseDone:
+    """The reply finished (or was interrupted); ``text`` is what the dialog kept."""
+
+    response_id: str
+    text: str
+    interrupted: bool
+    timings: TurnTimings
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorEvent:
+    """Something went wrong that the caller should know; ``code`` is stable (see errors.py)."""
+
+    code: str
+    message: str
+
+
+TurnEvent = SpeechStarted | SpeechStopped | SpeechDiscarded
+SessionEvent = (
+    SpeechStarted
+    | SpeechStopped
+    | SpeechDiscarded
+    | Transcript
+    | ResponseStarted
+    | TextDelta
+    | AudioDone
+    | ResponseInterrupted
+    | ResponseDone
+    | ErrorEvent
+)
