@@ -157,3 +157,18 @@ class GatewayBadRequest(GatewayError):
 
 class GatewayProtocolError(GatewayError):
     code = "gateway_bad_response"
+
+
+def error_class_for_status(status: int) -> type[GatewayError]:
+    """The error type a gateway's HTTP ``status`` maps to (for non-2xx statuses)."""
+    if status == 402:
+        return PaymentRequired
+    if status == 429:
+        return RateLimited
+    if status in (401, 403):
+        return GatewayAuthError
+    if status in (408, 504):
+        return GatewayTimeout
+    if status >= 500:
+        return GatewayUnavailable
+    return GatewayBadRequest
