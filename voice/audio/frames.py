@@ -1,8 +1,14 @@
-"""PCM audio as the pipeline passes it around: PCM16 little-endian mono in `bytes`."""
+"""PCM audio as the pipeline passes it around: PCM16 little-endian mono in `bytes`.
+
+:class:`PcmFrame` is the unit passed between stages; :class:`Reframer` cuts a stream that
+arrives in arbitrary chunks into the fixed frames VAD and playout expect.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from voice.errors import AudioFormatError
 
 PIPELINE_RATE = 16_000
 """Sample rate of everything between the transport's decoder and the gateway."""
@@ -33,3 +39,52 @@ class PcmFrame:
 def frame_bytes(sample_rate: int, frame_ms: int = FRAME_MS) -> int:
     """Bytes in one ``frame_ms`` frame of PCM16 mono at ``sample_rate``."""
     return sample_rate * frame_ms // 1000 * SAMPLE_WIDTH
+
+
+class Reframer:
+    """Cuts a PCM16 stream arriving in arbitrary chunks into exact ``frame_ms`` frames.
+
+    Transports and TTS streams deliver audio in whatever sizes the network chose, but VAD
+    and playout want fixed frames. The remainder, including a lone odd byte when a chunk
+    split a sample, is carried into the next :meth:`push`.
+    """
+
+    def __init__(self, sample_rate: int, frame_ms: int = FRAME_MS) -> None:
+        size = frame_bytes(sample_rate, frame_ms) if sample_rate > 0 and frame_ms > 0 else 0
+        if size <= 0:
+            raise AudioFormatError(
+                f"cannot cut {frame_ms} ms frames at {sample_rate} Hz: "
+                "both must be positive and make at least one sample"
+            )
+        self.sample_rate = sample_rate
+        self.frame_ms = frame_ms
+        self.frame_size = size
+        """Bytes per frame."""
+        self._buffer = bytearray()
+
+    @property
+    def pending(self) -> int:
+        """Bytes held back because they do not fill a frame yet."""
+        return len(self._buffer)
+
+    def push(self, pcm: bytes) -> list[PcmFrame]:
+        """Add ``pcm`` and return every complete frame now available, oldest first."""
+        self._buffer += pcm
+        size = self.frame_size
+        count = len(self._buffer) // size
+        if count == 0:
+            return []
+        # One slice and one delete per push, not per frame: a long chunk stays linear.
+        data = bytes(self._buffer[: count * size])
+        del self._buffer[: count * size]
+        return [
+            PcmFrame(data[i : i + size], self.sample_rate) for i in range(0, count * size, size)
+        ]
+
+    def flush(self) -> PcmFrame | None:
+        """Return the remainder padded with silence to a full frame, or None if empty."""
+        if not self._buffer:
+            return None
+        pcm = bytes(self._buffer) + bytes(self.frame_size - len(self._buffer))
+        self._buffer.clear()
+        return PcmFrame(pcm, self.sample_rate)
