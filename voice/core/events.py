@@ -8,6 +8,7 @@ the session's audio clock: milliseconds of caller audio received since the sessi
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,13 +110,16 @@ class TurnTimings:
         }
 
 
+ResponseStatus = Literal["completed", "interrupted", "failed"]
+
+
 @dataclass(frozen=True, slots=True)
 class ResponseDone:
-    """The reply finished (or was interrupted); ``text`` is what the dialog kept."""
+    """The reply ended; ``text`` is what the dialog kept (what the caller heard)."""
 
     response_id: str
     text: str
-    interrupted: bool
+    status: ResponseStatus
     timings: TurnTimings
 
 

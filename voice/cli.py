@@ -1,0 +1,186 @@
+"""`voice serve | gateway | call`: the only place that reads arguments and the environment."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from voice.config import Settings
+from voice.errors import VoiceError
+
+log = logging.getLogger("voice")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        result: int = args.run(args)
+        return result
+    except VoiceError as exc:
+        print(f"voice: {exc.message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="voice", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    serve = commands.add_parser("serve", help="run the voice server")
+    serve.add_argument("--host", help="listen address (VOICE_HOST, default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="listen port (VOICE_PORT, default 8080)")
+    serve.add_argument("--gateway-url", help="OpenAI-compatible base URL (VOICE_GATEWAY_URL)")
+    serve.add_argument("--asr-model", help="VOICE_ASR_MODEL")
+    serve.add_argument("--llm-model", help="VOICE_LLM_MODEL")
+    serve.add_argument("--tts-model", help="VOICE_TTS_MODEL")
+    serve.add_argument("--tts-voice", help="VOICE_TTS_VOICE")
+    serve.add_argument("--max-sessions", type=int, help="VOICE_MAX_SESSIONS")
+    serve.set_defaults(run=_serve)
+
+    gateway = commands.add_parser(
+        "gateway", help="serve a gateway as OpenAI-compatible HTTP routes"
+    )
+    gateway.add_argument(
+        "--simulate", action="store_true", help="scripted latencies instead of real models"
+    )
+    gateway.add_argument("--host", default="127.0.0.1")
+    gateway.add_argument("--port", type=int, default=8081)
+    gateway.add_argument("--api-key", help="require this bearer token")
+    for name, help_text in (
+        ("asr-ms", "transcription latency"),
+        ("ttft-ms", "time to the first chat token"),
+        ("ms-per-token", "time between chat tokens"),
+        ("tts-ttfb-ms", "time to the first speech byte"),
+        ("tts-rtf", "speech synthesis time per second of audio"),
+    ):
+        gateway.add_argument(f"--{name}", type=float, help=f"simulated {help_text}")
+    gateway.set_defaults(run=_gateway)
+
+    call = commands.add_parser("call", help="play a WAV into a session and show the reply")
+    call.add_argument("wav", type=Path, help="recording to play (WAV, PCM16)")
+    call.add_argument("--url", default="ws://127.0.0.1:8080/v1/session")
+    call.add_argument("--save", type=Path, help="write the reply audio to this WAV file")
+    call.add_argument("--instructions", help="system prompt for this session")
+    call.add_argument("--timeout", type=float, default=60.0, help="seconds to wait")
+    call.set_defaults(run=_call)
+    return parser
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    return Settings.from_env(
+        os.environ,
+        gateway={
+            "url": args.gateway_url,
+            "asr_model": args.asr_model,
+            "llm_model": args.llm_model,
+            "tts_model": args.tts_model,
+            "tts_voice": args.tts_voice,
+        },
+        server={"host": args.host, "port": args.port, "max_sessions": args.max_sessions},
+    )
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from voice.server import create_app
+
+    settings = _settings(args)
+    app = create_app(settings)
+    log.info(
+        "voice serving ws://%s:%d/v1/session with gateway %s",
+        settings.server.host,
+        settings.server.port,
+        settings.gateway.url,
+    )
+    uvicorn.run(
+        app,
+        host=settings.server.host,
+        port=settings.server.port,
+        ws="websockets-sansio",
+        log_level="info",
+        timeout_graceful_shutdown=10,
+    )
+    return 0
+
+
+def _gateway(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from voice.gateway.server import create_gateway_app
+
+    if not args.simulate:
+        print(
+            "voice gateway: only --simulate is available; the embedded local engines "
+            "arrive with the `local` extra",
+            file=sys.stderr,
+        )
+        return 2
+    from voice.gateway.simulated import SimulatedGateway, SimulationSettings
+
+    knobs: dict[str, Any] = {
+        "asr_ms": args.asr_ms,
+        "ttft_ms": args.ttft_ms,
+        "ms_per_token": args.ms_per_token,
+        "tts_ttfb_ms": args.tts_ttfb_ms,
+        "tts_rtf": args.tts_rtf,
+    }
+    simulation = SimulationSettings(**{k: v for k, v in knobs.items() if v is not None})
+    app = create_gateway_app(SimulatedGateway(simulation), api_key=args.api_key)
+    log.info("simulated gateway on http://%s:%d/v1 (%s)", args.host, args.port, simulation)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    return 0
+
+
+def _call(args: argparse.Namespace) -> int:
+    from voice.audio.wav import load_wav, save_wav
+    from voice.client import call
+
+    recording = load_wav(args.wav)
+
+    def show(event: dict[str, Any]) -> None:
+        kind = event.get("type")
+        if kind == "input.transcript":
+            print(f"you:       {event['text']}")
+        elif kind == "response.started":
+            print("assistant: ", end="", flush=True)
+        elif kind == "response.text.delta":
+            print(event["delta"], end="", flush=True)
+        elif kind == "response.done":
+            print()
+            if event["status"] != "completed":
+                print(f"({event['status']}; kept: {event['text']!r})")
+            timings = event["timings"]
+            print("timings:   " + "  ".join(
+                f"{k}={v:.0f}" for k, v in timings.items() if v is not None
+            ))
+        elif kind == "error":
+            print(f"\nerror [{event['code']}]: {event['message']}", file=sys.stderr)
+
+    result = asyncio.run(call(args.url, recording, timeout_s=args.timeout, on_event=show))
+    if result.voice_to_voice_ms is not None:
+        print(f"voice-to-voice (heard here): {result.voice_to_voice_ms:.0f} ms")
+    if args.save is not None:
+        save_wav(args.save, result.reply_frame())
+        print(f"reply audio: {args.save} ({len(result.audio) / 2 / result.output_rate:.1f} s)")
+    if not result.of_type("response.done"):
+        print("no reply arrived", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,132 @@
+"""The ASGI app `voice serve` runs: session WebSocket, health, readiness and metrics.
+
+It can also be mounted inside an existing Starlette/FastAPI service: build it with
+``create_app(settings, gateway=...)``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route, WebSocketRoute
+from starlette.websockets import WebSocket
+
+from voice.config import Settings
+from voice.errors import ConfigError
+from voice.gateway.base import Gateway
+from voice.metrics import Metrics
+from voice.transports.native_ws import CLOSE_TRY_AGAIN, NativeSession
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class AppState:
+    settings: Settings
+    gateway: Gateway
+    metrics: Metrics = field(default_factory=Metrics)
+
+    @property
+    def full(self) -> bool:
+        return self.metrics.sessions_active >= self.settings.server.max_sessions
+
+
+def build_gateway(settings: Settings) -> Gateway:
+    """The gateway the settings name. Only here and in the CLI is the choice made."""
+    if settings.gateway.url is None:
+        raise ConfigError(
+            "no gateway configured: set VOICE_GATEWAY_URL (e.g. https://gateway.example/v1) "
+            "or pass --gateway-url; `voice gateway --simulate` runs a local stand-in"
+        )
+    from voice.gateway.http import HttpGateway
+
+    return HttpGateway(settings.gateway)
+
+
+def create_app(settings: Settings, *, gateway: Gateway | None = None) -> Starlette:
+    """The app. With no ``gateway``, one is built from settings and closed at shutdown."""
+    owned = gateway is None
+    state = AppState(settings=settings, gateway=gateway or build_gateway(settings))
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await state.gateway.warm()
+        try:
+            yield
+        finally:
+            if owned:
+                await state.gateway.aclose()
+
+    app = Starlette(
+        routes=[
+            WebSocketRoute("/v1/session", _session),
+            Route("/health", _health),
+            Route("/ready", _ready),
+            Route("/metrics", _metrics),
+        ],
+        lifespan=lifespan,
+    )
+    app.state.voice = state
+    return app
+
+
+async def _session(websocket: WebSocket) -> None:
+    state: AppState = websocket.app.state.voice
+    await websocket.accept()
+    if state.full:
+        state.metrics.sessions_rejected += 1
+        await websocket.send_json(
+            {"type": "error", "code": "server_busy", "message": "server at capacity; retry"}
+        )
+        await websocket.close(code=CLOSE_TRY_AGAIN, reason="server at capacity")
+        return
+    session_id = "sess_" + secrets.token_hex(6)
+    state.metrics.sessions_active += 1
+    state.metrics.sessions_total += 1
+    warm = asyncio.create_task(state.gateway.warm())
+    try:
+        transport = NativeSession(
+            websocket,
+            session_id=session_id,
+            settings=state.settings,
+            gateway=state.gateway,
+            observe=state.metrics.observe,
+        )
+        logger.info("[%s] session started (%s)", session_id, _peer(websocket))
+        await transport.run()
+    finally:
+        warm.cancel()
+        await asyncio.gather(warm, return_exceptions=True)
+        state.metrics.sessions_active -= 1
+        logger.info("[%s] session ended", session_id)
+
+
+def _peer(websocket: WebSocket) -> str:
+    client = websocket.client
+    return f"{client.host}:{client.port}" if client else "unknown peer"
+
+
+async def _health(request: Request) -> Response:
+    return JSONResponse({"status": "ok"})
+
+
+async def _ready(request: Request) -> Response:
+    state: AppState = request.app.state.voice
+    body = {
+        "sessions": state.metrics.sessions_active,
+        "max_sessions": state.settings.server.max_sessions,
+    }
+    return JSONResponse(body, status_code=503 if state.full else 200)
+
+
+async def _metrics(request: Request) -> Response:
+    state: AppState = request.app.state.voice
+    return PlainTextResponse(state.metrics.render(), media_type="text/plain; version=0.0.4")

@@ -1,0 +1,203 @@
+"""The native WebSocket transport at ``/v1/session``: PCM16 binary frames + JSON events.
+
+One writer task sends everything (events and paced audio share one ordered outbox), one
+pacing task feeds reply audio, and the handler's own loop reads the caller. Protocol:
+docs/protocol.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from voice.config import Settings
+from voice.core.events import ErrorEvent, SessionEvent
+from voice.errors import AudioFormatError, FrameTooLarge, ProtocolError, VoiceError
+from voice.gateway.base import Gateway
+from voice.session import Session
+from voice.transports.playout import PacedPlayout
+from voice.transports.wire import (
+    ResponseCancel,
+    SessionConfig,
+    SessionUpdate,
+    event_to_wire,
+    parse_client_event,
+)
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_OUTPUT_RATE = 24_000
+OUTBOX_SIZE = 256
+"""Messages queued for a caller that reads slowly; past this its audio pacing waits."""
+
+CLOSE_TIMEOUT_S = 2.0
+"""How long queued events may take to reach a caller before the socket is dropped."""
+
+CLOSE_UNSUPPORTED = 1003
+CLOSE_TOO_BIG = 1009
+CLOSE_TRY_AGAIN = 1013
+
+
+@dataclass(frozen=True, slots=True)
+class _Close:
+    code: int
+    reason: str
+
+
+class NativeSession:
+    """Runs one native WebSocket caller until either side hangs up."""
+
+    def __init__(
+        self,
+        websocket: WebSocket,
+        *,
+        session_id: str,
+        settings: Settings,
+        gateway: Gateway,
+        observe: Callable[[SessionEvent], None] | None = None,
+    ) -> None:
+        self._ws = websocket
+        self._settings = settings
+        self._observe = observe
+        self._outbox: asyncio.Queue[bytes | str | _Close | None] = asyncio.Queue(OUTBOX_SIZE)
+        self._closing: _Close | None = None
+        self._audio_started = False
+        self.playout = PacedPlayout(
+            out_rate=DEFAULT_OUTPUT_RATE,
+            send=self._outbox.put,
+            lead_ms=settings.pipeline.playout_lead_ms,
+            max_queue_ms=settings.pipeline.audio_queue_ms,
+        )
+        self.session = Session(
+            session_id=session_id,
+            settings=settings,
+            gateway=gateway,
+            sink=self.playout,
+            emit=self.emit,
+        )
+
+    def emit(self, event: SessionEvent) -> None:
+        if self._observe is not None:
+            self._observe(event)
+        self._send_json(event_to_wire(event))
+
+    async def run(self) -> None:
+        writer = asyncio.create_task(self._write())
+        pacer = asyncio.create_task(self.playout.run())
+        try:
+            self._send_json({"type": "session.created", "session": self._describe()})
+            await self._read()
+        finally:
+            await self.session.aclose()
+            pacer.cancel()
+            await asyncio.gather(pacer, return_exceptions=True)
+            # Let queued events (an error, the last response.done) go out, then close.
+            try:
+                async with asyncio.timeout(CLOSE_TIMEOUT_S):
+                    await self._outbox.put(self._closing)
+                    await writer
+            except TimeoutError:
+                writer.cancel()
+                await asyncio.gather(writer, return_exceptions=True)
+
+    async def _read(self) -> None:
+        max_bytes = self._settings.server.max_frame_bytes
+        while True:
+            message = await self._ws.receive()
+            if message["type"] == "websocket.disconnect":
+                return
+            data: bytes | None = message.get("bytes")
+            text: str | None = message.get("text")
+            try:
+                if data is not None:
+                    if len(data) > max_bytes:
+                        raise FrameTooLarge(
+                            f"binary frame of {len(data)} bytes is over the {max_bytes}-byte "
+                            "limit; send audio in chunks of 20–100 ms"
+                        )
+                    if len(data) % 2:
+                        raise AudioFormatError(
+                            f"binary frame of {len(data)} bytes is not whole PCM16 samples "
+                            "(odd length); audio must be 16-bit little-endian mono"
+                        )
+                    self._audio_started = True
+                    await self.session.feed(data)
+                elif text is not None:
+                    await self._on_text(text)
+            except FrameTooLarge as exc:
+                self._fail(exc, CLOSE_TOO_BIG)
+                return
+            except AudioFormatError as exc:
+                self._fail(exc, CLOSE_UNSUPPORTED)
+                return
+            except ProtocolError as exc:
+                self.emit(ErrorEvent(exc.code, exc.message))
+
+    async def _on_text(self, text: str) -> None:
+        event = parse_client_event(text)
+        match event:
+            case SessionUpdate(session=config):
+                self._update(config)
+                self._send_json({"type": "session.updated", "session": self._describe()})
+            case ResponseCancel():
+                await self.session.interrupt()
+
+    def _update(self, config: SessionConfig) -> None:
+        if config.input_audio is not None:
+            if self._audio_started and config.input_audio.sample_rate != self.session.input_rate:
+                raise ProtocolError(
+                    "input_audio can only change before the first audio frame",
+                    code="invalid_session_update",
+                )
+            self.session.set_input_rate(config.input_audio.sample_rate)
+        if config.output_audio is not None:
+            if self.session.responding:
+                raise ProtocolError(
+                    "output_audio cannot change while a response is playing",
+                    code="invalid_session_update",
+                )
+            self.playout.out_rate = config.output_audio.sample_rate
+            self.playout.clear()
+        if config.instructions is not None:
+            self.session.dialog.instructions = config.instructions
+        if config.voice is not None:
+            self.session.voice = config.voice
+
+    def _describe(self) -> dict[str, object]:
+        return {
+            "id": self.session.id,
+            "input_audio": {"format": "pcm16", "sample_rate": self.session.input_rate},
+            "output_audio": {"format": "pcm16", "sample_rate": self.playout.out_rate},
+            "voice": self.session.voice,
+            "instructions": self.session.dialog.instructions,
+        }
+
+    def _send_json(self, payload: dict[str, object]) -> None:
+        try:
+            self._outbox.put_nowait(json.dumps(payload))
+        except asyncio.QueueFull:
+            logger.warning("[%s] caller is not reading; event dropped", self.session.id)
+
+    def _fail(self, error: VoiceError, code: int) -> None:
+        """The session cannot go on: say why, then close with ``code`` once that is sent."""
+        self.emit(ErrorEvent(error.code, error.message))
+        self._closing = _Close(code, error.message[:120])
+
+    async def _write(self) -> None:
+        try:
+            while (item := await self._outbox.get()) is not None:
+                if isinstance(item, bytes):
+                    await self._ws.send_bytes(item)
+                elif isinstance(item, str):
+                    await self._ws.send_text(item)
+                else:
+                    await self._ws.close(code=item.code, reason=item.reason)
+                    return
+        except (WebSocketDisconnect, RuntimeError, OSError):
+            # The caller went away mid-send; the reader sees the disconnect and cleans up.
+            return

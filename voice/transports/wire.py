@@ -1,0 +1,123 @@
+"""The JSON event protocol shared by the native WebSocket and the WebRTC data channel.
+
+Client messages are pydantic models discriminated on ``type`` and parsed here, at the edge;
+server events are built from :mod:`voice.core.events` by :func:`event_to_wire`. The protocol
+is documented in docs/protocol.md; change both together.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+
+from voice.config import PCM_RATES
+from voice.core.events import (
+    AudioDone,
+    ErrorEvent,
+    ResponseDone,
+    ResponseInterrupted,
+    ResponseStarted,
+    SessionEvent,
+    SpeechDiscarded,
+    SpeechStarted,
+    SpeechStopped,
+    TextDelta,
+    Transcript,
+)
+from voice.errors import AudioFormatError, ProtocolError
+
+
+class _Message(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class AudioFormat(_Message):
+    format: Literal["pcm16"] = "pcm16"
+    sample_rate: int = 16_000
+
+    def model_post_init(self, _context: Any) -> None:
+        if self.sample_rate not in PCM_RATES:
+            rates = ", ".join(str(r) for r in PCM_RATES)
+            raise AudioFormatError(
+                f"sample_rate {self.sample_rate} is not supported; use one of {rates} Hz"
+            )
+
+
+class SessionConfig(_Message):
+    """Fields a caller may set; every one is optional in an update."""
+
+    input_audio: AudioFormat | None = None
+    output_audio: AudioFormat | None = None
+    instructions: str | None = Field(default=None, max_length=20_000)
+    voice: str | None = Field(default=None, max_length=200)
+
+
+class SessionUpdate(_Message):
+    type: Literal["session.update"]
+    session: SessionConfig
+
+
+class ResponseCancel(_Message):
+    type: Literal["response.cancel"]
+
+
+ClientEvent = Annotated[SessionUpdate | ResponseCancel, Field(discriminator="type")]
+_client_events: TypeAdapter[ClientEvent] = TypeAdapter(ClientEvent)
+
+
+def parse_client_event(text: str) -> ClientEvent:
+    """Parse one text message; raises ProtocolError or AudioFormatError with a clear message."""
+    try:
+        return _client_events.validate_json(text)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        if err["type"] == "json_invalid":
+            raise ProtocolError(f"message is not valid JSON: {err['msg']}") from None
+        if err["type"] == "union_tag_invalid" or err["type"] == "union_tag_not_found":
+            raise ProtocolError(
+                "unknown or missing event type; expected one of: session.update, "
+                "response.cancel",
+                code="unknown_event",
+            ) from None
+        where = ".".join(str(p) for p in err["loc"][1:]) or "message"
+        raise ProtocolError(f"{where}: {err['msg']}") from None
+    except AudioFormatError:
+        raise
+
+
+def event_to_wire(event: SessionEvent) -> dict[str, Any]:
+    """A session event as the JSON object sent to the caller."""
+    match event:
+        case SpeechStarted(at_ms=at):
+            return {"type": "input.speech_started", "audio_start_ms": at}
+        case SpeechStopped(at_ms=at, speech_end_ms=end, cut=cut):
+            return {
+                "type": "input.speech_stopped",
+                "audio_end_ms": end,
+                "turn_end_ms": at,
+                "cut": cut,
+                "discarded": False,
+            }
+        case SpeechDiscarded(at_ms=at):
+            return {"type": "input.speech_stopped", "turn_end_ms": at, "discarded": True}
+        case Transcript(text=text):
+            return {"type": "input.transcript", "text": text}
+        case ResponseStarted(response_id=rid):
+            return {"type": "response.started", "response_id": rid}
+        case TextDelta(response_id=rid, text=text):
+            return {"type": "response.text.delta", "response_id": rid, "delta": text}
+        case AudioDone(response_id=rid):
+            return {"type": "response.audio.done", "response_id": rid}
+        case ResponseInterrupted(response_id=rid, heard_text=heard):
+            return {"type": "response.interrupted", "response_id": rid, "heard_text": heard}
+        case ResponseDone(response_id=rid, text=text, status=status, timings=timings):
+            return {
+                "type": "response.done",
+                "response_id": rid,
+                "status": status,
+                "text": text,
+                "timings": timings.as_dict(),
+            }
+        case ErrorEvent(code=code, message=message):
+            return {"type": "error", "code": code, "message": message}
