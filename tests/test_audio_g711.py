@@ -17,7 +17,7 @@ def pcm(values) -> bytes:
 
 
 def values(data: bytes) -> list[int]:
-    return np.frombuffer(data, dtype="<i2").tolist()
+    return [int(v) for v in np.frombuffer(data, dtype="<i2")]
 
 
 # Reconstruction values from the G.711 tables, scaled to 16 bits (mu-law x4, A-law x8).

@@ -18,7 +18,7 @@ def sine(rate: int, seconds: float = 1.0, hz: float = TONE_HZ) -> np.ndarray:
 
 
 def pcm(samples) -> bytes:
-    return np.round(samples).astype("<i2").tobytes()
+    return bytes(np.round(samples).astype("<i2"))
 
 
 def samples(data: bytes) -> np.ndarray:

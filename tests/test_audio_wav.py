@@ -41,7 +41,7 @@ def pcm(values) -> bytes:
 
 
 def values(data: bytes) -> list[int]:
-    return np.frombuffer(data, dtype="<i2").tolist()
+    return [int(v) for v in np.frombuffer(data, dtype="<i2")]
 
 
 LIST_CHUNK = chunk(b"LIST", b"INFOISFT\x05\x00\x00\x00Lavf\x00")  # odd size: padded
