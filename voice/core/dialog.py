@@ -12,3 +12,48 @@ Role = Literal["system", "user", "assistant"]
 class ChatMessage:
     role: Role
     content: str
+
+
+class Dialog:
+    """One session's conversation, ready to send as chat ``messages``.
+
+    The history keeps at most ``max_messages`` user and assistant messages (the system
+    message is extra); the oldest go first, and an assistant message left at the front is
+    dropped too, since a reply without its question only confuses the model. Roles
+    alternate: a second user message in a row (the caller spoke again before hearing any
+    reply) is merged into the first, and so is a second assistant message, because some
+    chat templates reject two messages of one role in a row. Text is stripped; empty text
+    adds nothing. Blank ``instructions`` mean no system message.
+    """
+
+    def __init__(self, *, instructions: str, max_messages: int = 24) -> None:
+        if max_messages < 2:
+            raise ValueError(f"max_messages must be at least 2, got {max_messages}")
+        self.instructions = instructions
+        self.max_messages = max_messages
+        self._history: list[ChatMessage] = []
+
+    def messages(self) -> list[ChatMessage]:
+        system = self.instructions.strip()
+        head = [ChatMessage("system", system)] if system else []
+        return head + self._history
+
+    def add_user(self, text: str) -> None:
+        self._add("user", text)
+
+    def add_assistant(self, text: str) -> None:
+        """Add a reply; after a barge-in, pass only the part the caller heard."""
+        self._add("assistant", text)
+
+    def _add(self, role: Role, text: str) -> None:
+        text = text.strip()
+        if not text:
+            return
+        history = self._history
+        if history and history[-1].role == role:
+            text = f"{history[-1].content} {text}"
+            history.pop()
+        history.append(ChatMessage(role, text))
+        del history[: max(0, len(history) - self.max_messages)]
+        while history and history[0].role == "assistant":
+            history.pop(0)
