@@ -43,8 +43,9 @@ class SentenceChunker:
     Sentence ends are ``. ! ?`` followed by whitespace (closing quotes and brackets stay
     with the sentence), CJK ``。！？`` with no whitespace needed, and newlines. A period
     does not end a sentence inside a number (``3.5``), a domain or URL, after an
-    abbreviation (``Dr.``, ``e.g.``, ``U.S.``), after an initial (``J. R. Tolkien``), in
-    an ellipsis, or when the chunk has no letters yet (a list number such as ``1.``).
+    abbreviation (``Dr.``, ``e.g.``, ``U.S.``), after an initial (``J. R. Tolkien``) or in
+    an ellipsis. No sentence ends before the chunk has a letter, so a list number such as
+    ``1.`` stays with its item.
 
     Chunks are made speakable: markdown heading, bullet, quote and fence marks, emphasis,
     backticks and link targets are dropped and whitespace collapsed. A chunk left with
