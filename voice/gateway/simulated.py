@@ -17,7 +17,7 @@ import functools
 import json
 import math
 import re
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Literal, NoReturn
 
@@ -173,7 +173,7 @@ class SimulatedGateway:
             await asyncio.sleep(settings.asr_ms / 1000)
             return self._next_script("transcribe", settings.transcripts)
 
-    async def chat(self, messages: Sequence[ChatMessage]) -> AsyncIterator[str]:
+    async def chat(self, messages: Sequence[ChatMessage]) -> AsyncGenerator[str, None]:
         with self._open("chat") as (settings, fault):
             tokens = _TOKEN.findall(self._next_script("chat", settings.replies))
             start = asyncio.get_running_loop().time()
@@ -183,7 +183,7 @@ class SimulatedGateway:
                 yield token
             await _trip_at(fault, len(tokens), at_end=True)
 
-    async def speak(self, text: str, *, voice: str | None = None) -> AsyncIterator[PcmFrame]:
+    async def speak(self, text: str, *, voice: str | None = None) -> AsyncGenerator[PcmFrame, None]:
         # ``voice`` is accepted and ignored: every voice sounds the same here.
         with self._open("speak") as (settings, fault):
             total = round(len(text) * settings.speech_ms_per_char * SPEECH_RATE / 1000)
