@@ -1,0 +1,187 @@
+"""The OpenAI-compatible wire format, as :mod:`voice.gateway.server` speaks it.
+
+Request bodies as pydantic models (parsed at the edge, so handlers see typed objects), and
+the response encodings as plain functions and stream transforms: ``chat.completion`` JSON,
+``chat.completion.chunk`` SSE events, raw ``pcm`` and streamed ``wav`` speech. Nothing here
+touches a socket or the clock beyond a ``created`` timestamp; the transforms only reshape the
+gateway's streams and always close the stream they read.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from voice.audio.frames import SAMPLE_WIDTH, PcmFrame
+from voice.core.dialog import ChatMessage, Role
+from voice.errors import GatewayProtocolError
+
+PCM_RATE = 24_000
+"""``response_format: pcm`` is raw s16le mono at this rate, as OpenAI defines it."""
+
+STREAMING_SIZE = 0xFFFFFFFF
+"""RIFF and data sizes in a streamed WAV header: the length is unknown when it is sent."""
+
+MAX_SPEECH_INPUT = 4096
+"""Longest text one speech request may carry (OpenAI's limit)."""
+
+
+class TextPart(BaseModel):
+    type: Literal["text"]
+    text: str
+
+
+class InMessage(BaseModel):
+    """One chat message as clients send it: text, or a list of text parts."""
+
+    role: Literal["system", "developer", "user", "assistant"]
+    content: str | list[TextPart]
+
+    def to_chat(self) -> ChatMessage:
+        # "developer" is the newer name OpenAI gives the system role.
+        role: Role = "system" if self.role == "developer" else self.role
+        if isinstance(self.content, str):
+            return ChatMessage(role, self.content)
+        return ChatMessage(role, "".join(part.text for part in self.content))
+
+
+class ChatRequest(BaseModel):
+    """``POST /v1/chat/completions``."""
+
+    # Clients send many sampling options we have no use for; accept and ignore them.
+    model_config = ConfigDict(extra="ignore")
+
+    model: str = Field(min_length=1)
+    messages: list[InMessage] = Field(min_length=1)
+    stream: bool = False
+
+
+class SpeechRequest(BaseModel):
+    """``POST /v1/audio/speech``."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    model: str = Field(min_length=1)
+    input: str = Field(min_length=1, max_length=MAX_SPEECH_INPUT)
+    voice: str | None = None
+    response_format: Literal["pcm", "wav"] = "pcm"
+    """OpenAI defaults to mp3, which we do not encode; without a format we send pcm."""
+
+
+def chat_completion(model: str, text: str) -> dict[str, Any]:
+    """A whole ``chat.completion`` object holding the reply ``text``."""
+    return {
+        "id": f"chatcmpl-{uuid.uuid4().hex}",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": text},
+                "finish_reason": "stop",
+            }
+        ],
+    }
+
+
+def error_body(message: str, type_: str, code: str) -> dict[str, Any]:
+    return {"error": {"message": message, "type": type_, "code": code}}
+
+
+async def sse_chunks(deltas: AsyncIterator[str], model: str) -> AsyncIterator[bytes]:
+    """SSE ``chat.completion.chunk`` events: role, content deltas, finish, then ``[DONE]``.
+
+    Nothing is produced before the first delta arrives, so a gateway error up front can still
+    become an HTTP error status rather than a stream that starts and fails.
+    """
+    head = {
+        "id": f"chatcmpl-{uuid.uuid4().hex}",
+        "object": "chat.completion.chunk",
+        "created": int(time.time()),
+        "model": model,
+    }
+
+    def event(delta: dict[str, str], finish_reason: str | None = None) -> bytes:
+        choice = {"index": 0, "delta": delta, "finish_reason": finish_reason}
+        return b"data: " + json.dumps({**head, "choices": [choice]}).encode() + b"\n\n"
+
+    started = False
+    async with closing(deltas):
+        async for text in deltas:
+            if not started:
+                started = True
+                yield event({"role": "assistant", "content": ""})
+            yield event({"content": text})
+    if not started:
+        yield event({"role": "assistant", "content": ""})
+    yield event({}, "stop")
+    yield b"data: [DONE]\n\n"
+
+
+async def pcm_bytes(frames: AsyncIterator[PcmFrame]) -> AsyncIterator[bytes]:
+    """Speech as raw 24 kHz s16le; other rates are an error (we do not resample here)."""
+    async with closing(frames):
+        async for frame in frames:
+            if frame.sample_rate != PCM_RATE:
+                raise GatewayProtocolError(
+                    f"the gateway produced {frame.sample_rate} Hz speech; response_format "
+                    f"pcm is {PCM_RATE} Hz (ask for wav instead)"
+                )
+            yield frame.pcm
+
+
+async def wav_bytes(frames: AsyncIterator[PcmFrame]) -> AsyncIterator[bytes]:
+    """Speech as a streamed WAV: a header of unknown length at the first frame's rate, then
+    the samples as they come."""
+    rate: int | None = None
+    async with closing(frames):
+        async for frame in frames:
+            if rate is None:
+                rate = frame.sample_rate
+                yield wav_stream_header(rate) + frame.pcm
+            elif frame.sample_rate != rate:
+                raise GatewayProtocolError(
+                    f"speech changed rate mid-stream: {rate} -> {frame.sample_rate} Hz"
+                )
+            else:
+                yield frame.pcm
+    if rate is None:
+        yield wav_stream_header(PCM_RATE)
+
+
+def wav_stream_header(sample_rate: int) -> bytes:
+    """A 44-byte PCM16 mono WAV header with both sizes 0xFFFFFFFF ("until the end")."""
+    fields = (
+        (16, 4),  # fmt chunk size
+        (1, 2),  # PCM
+        (1, 2),  # mono
+        (sample_rate, 4),
+        (sample_rate * SAMPLE_WIDTH, 4),  # byte rate
+        (SAMPLE_WIDTH, 2),  # block align
+        (8 * SAMPLE_WIDTH, 2),  # bits per sample
+    )
+    fmt = b"".join(value.to_bytes(size, "little") for value, size in fields)
+    size = STREAMING_SIZE.to_bytes(4, "little")
+    return b"RIFF" + size + b"WAVEfmt " + fmt + b"data" + size
+
+
+@asynccontextmanager
+async def closing(stream: AsyncIterator[Any]) -> AsyncIterator[None]:
+    """Close ``stream`` on exit if it can be closed.
+
+    Async generators can; the Gateway protocol promises only an ``AsyncIterator``, so a
+    stream without ``aclose`` is left as it is.
+    """
+    try:
+        yield
+    finally:
+        aclose = getattr(stream, "aclose", None)
+        if aclose is not None:
+            await aclose()
