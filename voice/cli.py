@@ -164,9 +164,10 @@ def _call(args: argparse.Namespace) -> int:
             if event["status"] != "completed":
                 print(f"({event['status']}; kept: {event['text']!r})")
             timings = event["timings"]
-            print("timings:   " + "  ".join(
-                f"{k}={v:.0f}" for k, v in timings.items() if v is not None
-            ))
+            print(
+                "timings:   "
+                + "  ".join(f"{k}={v:.0f}" for k, v in timings.items() if v is not None)
+            )
         elif kind == "error":
             print(f"\nerror [{event['code']}]: {event['message']}", file=sys.stderr)
 

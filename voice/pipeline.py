@@ -207,9 +207,7 @@ class Reply:
                 await job.audio.put(frame)
         await job.audio.put(None)
 
-    async def _play(
-        self, jobs: asyncio.Queue[_SpeechJob | None], slots: asyncio.Semaphore
-    ) -> None:
+    async def _play(self, jobs: asyncio.Queue[_SpeechJob | None], slots: asyncio.Semaphore) -> None:
         while (job := await jobs.get()) is not None:
             self._heard.add_text(job.text)
             while (frame := await job.audio.get()) is not None:

@@ -131,11 +131,12 @@ class Session:
             case SpeechStopped():
                 self._emit(event)
                 await self.interrupt()
-                self._start_reply(event)
+                self.respond(event)
             case SpeechDiscarded():
                 self._emit(event)
 
-    def _start_reply(self, turn: SpeechStopped) -> None:
+    def respond(self, turn: SpeechStopped) -> None:
+        """Answer ``turn`` (normally called when the turn detector ends one)."""
         reply = Reply(
             response_id=f"resp_{next(self._response_ids)}",
             turn=turn,

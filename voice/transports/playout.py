@@ -88,7 +88,8 @@ class PacedPlayout:
     async def wait_played(self) -> None:
         """Wait until the caller has played everything sent so far."""
         await self._idle.wait()
-        while (ahead := self._playhead.buffered_ms(self._clock())) > 0:
+        ahead = self._playhead.buffered_ms(self._clock())
+        if ahead > 0:
             await asyncio.sleep(ahead / 1000.0)
 
     def clear(self) -> None:

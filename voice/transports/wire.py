@@ -76,8 +76,7 @@ def parse_client_event(text: str) -> ClientEvent:
             raise ProtocolError(f"message is not valid JSON: {err['msg']}") from None
         if err["type"] == "union_tag_invalid" or err["type"] == "union_tag_not_found":
             raise ProtocolError(
-                "unknown or missing event type; expected one of: session.update, "
-                "response.cancel",
+                "unknown or missing event type; expected one of: session.update, response.cancel",
                 code="unknown_event",
             ) from None
         where = ".".join(str(p) for p in err["loc"][1:]) or "message"

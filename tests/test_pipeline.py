@@ -1,0 +1,262 @@
+"""Replies on scripted timelines: overlap, order, look-ahead, barge-in, faults, hang-ups.
+
+The gateway is the in-process SimulatedGateway (scripted latencies); the sink is the real
+PacedPlayout, playing in real time into a list.
+"""
+
+import asyncio
+import time
+
+import numpy as np
+import pytest
+
+from tests.timing import MS
+from voice.audio.frames import PcmFrame
+from voice.config import Settings
+from voice.core.events import (
+    ErrorEvent,
+    ResponseDone,
+    ResponseInterrupted,
+    ResponseStarted,
+    SpeechStopped,
+    Transcript,
+)
+from voice.gateway.simulated import Fault, SimulatedGateway, SimulationSettings
+from voice.session import Session
+from voice.transports.playout import PacedPlayout
+
+REPLY = "First one here. Then a second sentence. And a third to finish."
+FAST = SimulationSettings(
+    asr_ms=5,
+    ttft_ms=10,
+    ms_per_token=15,
+    tts_ttfb_ms=10,
+    tts_rtf=0.05,
+    speech_ms_per_char=20,
+    transcripts=["hello there"],
+    replies=[REPLY],
+)
+
+
+class Recording:
+    """Wraps a gateway and logs when each request starts and ends."""
+
+    def __init__(self, inner):
+        self.inner = inner
+        self.log: list[tuple[float, str, str]] = []
+        self.open_speech = 0
+        self.max_open_speech = 0
+
+    async def transcribe(self, wav):
+        return await self.inner.transcribe(wav)
+
+    async def chat(self, messages):
+        self.log.append((time.monotonic(), "chat.start", ""))
+        async for delta in self.inner.chat(messages):
+            yield delta
+        self.log.append((time.monotonic(), "chat.end", ""))
+
+    async def speak(self, text, *, voice=None):
+        self.log.append((time.monotonic(), "speak.start", text))
+        self.open_speech += 1
+        self.max_open_speech = max(self.max_open_speech, self.open_speech)
+        try:
+            async for frame in self.inner.speak(text, voice=voice):
+                yield frame
+        finally:
+            self.open_speech -= 1
+        self.log.append((time.monotonic(), "speak.end", text))
+
+    async def models(self):
+        return await self.inner.models()
+
+    async def warm(self):
+        pass
+
+    async def aclose(self):
+        pass
+
+    def first(self, kind):
+        return next(t for t, k, _ in self.log if k == kind)
+
+
+class Harness:
+    """A session with a real playout whose sent frames are recorded with their times."""
+
+    def __init__(self, gateway, settings=None):
+        self.sent: list[tuple[float, bytes]] = []
+        self.events = []
+        settings = settings or Settings()
+        self.playout = PacedPlayout(out_rate=24_000, send=self._send, lead_ms=100)
+        self.session = Session(
+            session_id="test",
+            settings=settings,
+            gateway=gateway,
+            sink=self.playout,
+            emit=self.events.append,
+        )
+
+    async def _send(self, chunk):
+        self.sent.append((time.monotonic(), chunk))
+
+    async def __aenter__(self):
+        self.pacer = asyncio.create_task(self.playout.run())
+        return self
+
+    async def __aexit__(self, *exc):
+        await self.session.aclose()
+        self.pacer.cancel()
+        await asyncio.gather(self.pacer, return_exceptions=True)
+
+    def of(self, kind):
+        return [e for e in self.events if isinstance(e, kind)]
+
+    async def until(self, predicate, timeout_ms=5000):
+        async with asyncio.timeout(timeout_ms * MS):
+            while not predicate():  # noqa: ASYNC110  # polls state owned by other tasks
+                await asyncio.sleep(5 * MS)
+
+    async def reply_done(self, count=1):
+        await self.until(lambda: len(self.of(ResponseDone)) >= count)
+        return self.of(ResponseDone)[count - 1]
+
+
+def turn():
+    return SpeechStopped(at_ms=1500, speech_end_ms=1000, audio=bytes(32_000))
+
+
+async def test_first_sentence_is_spoken_while_the_llm_is_still_writing():
+    gateway = Recording(SimulatedGateway(FAST))
+    async with Harness(gateway) as h:
+        h.session.respond(turn())
+        done = await h.reply_done()
+    assert done.status == "completed"
+    assert done.text == REPLY
+    assert gateway.first("speak.start") < gateway.first("chat.end")
+    spoken = [text for _, kind, text in gateway.log if kind == "speak.start"]
+    assert spoken == ["First one here.", "Then a second sentence.", "And a third to finish."]
+    assert [m.role for m in h.session.dialog.messages()] == ["system", "user", "assistant"]
+
+
+async def test_timings_account_for_every_stage():
+    async with Harness(SimulatedGateway(FAST)) as h:
+        h.session.respond(turn())
+        timings = (await h.reply_done()).timings
+    assert timings.vad_ms == 500
+    assert timings.asr_ms >= 5
+    assert timings.llm_ttft_ms >= 10
+    assert timings.first_sentence_ms >= timings.llm_ttft_ms
+    assert timings.tts_ttfb_ms >= 10
+    assert timings.first_audio_ms >= 500 + 5 + 10 + 10
+    assert timings.overhead_ms is not None and timings.overhead_ms >= 0
+
+
+class ConstantSpeech(SimulatedGateway):
+    """Speech for sentence i is the constant sample value i+1; the first is slowest."""
+
+    def __init__(self, delays_ms):
+        super().__init__(FAST)
+        self.delays_ms = delays_ms
+        self.index = {}
+
+    async def speak(self, text, *, voice=None):
+        i = self.index.setdefault(text, len(self.index))
+        await asyncio.sleep(self.delays_ms[i] * MS)
+        for _ in range(5):
+            yield PcmFrame(np.full(960, i + 1, "<i2").tobytes(), 24_000)
+
+
+async def test_audio_plays_in_sentence_order_even_when_later_speech_is_faster():
+    async with Harness(ConstantSpeech([300, 10, 10])) as h:
+        h.session.respond(turn())
+        await h.reply_done()
+    values = [int(np.frombuffer(chunk, "<i2")[0]) for _, chunk in h.sent]
+    assert values == sorted(values)
+    assert set(values) == {1, 2, 3}
+
+
+async def test_speech_lookahead_is_bounded():
+    reply = " ".join(f"Sentence number {n} is here." for n in range(8))
+    gateway = Recording(SimulatedGateway(FAST.model_copy(update={"replies": [reply]})))
+    settings = Settings.model_validate({"pipeline": {"tts_lookahead": 2}})
+    async with Harness(gateway, settings) as h:
+        h.session.respond(turn())
+        await h.reply_done()
+    assert gateway.max_open_speech <= 3
+    assert len([k for _, k, _ in gateway.log if k == "speak.start"]) == 8
+
+
+async def test_barge_in_stops_audio_cancels_requests_and_keeps_only_heard_text():
+    slow_llm = FAST.model_copy(update={"ms_per_token": 60, "speech_ms_per_char": 60})
+    gateway = SimulatedGateway(slow_llm)
+    async with Harness(gateway) as h:
+        h.session.respond(turn())
+        await h.until(lambda: h.playout.played_ms() >= 400)
+        began = time.monotonic()
+        await h.session.interrupt()
+        interrupt_ms = (time.monotonic() - began) * 1000
+        frames_at_interrupt = len(h.sent)
+        await asyncio.sleep(150 * MS)
+        assert len(h.sent) == frames_at_interrupt, "audio kept flowing after barge-in"
+        assert sum(gateway.in_flight.values()) == 0, "requests left open"
+    assert interrupt_ms < 250  # generous: the figure itself is in the benchmark
+    (interrupted,) = h.of(ResponseInterrupted)
+    assert interrupted.heard_text
+    assert REPLY.startswith(interrupted.heard_text)
+    assert len(interrupted.heard_text) < len(REPLY)
+    done = h.of(ResponseDone)[-1]
+    assert done.status == "interrupted" and done.text == interrupted.heard_text
+    assert h.session.dialog.messages()[-1].content == interrupted.heard_text
+
+
+async def test_barge_in_before_any_audio_keeps_nothing_of_the_reply():
+    gateway = SimulatedGateway(FAST.model_copy(update={"ttft_ms": 2000}))
+    async with Harness(gateway) as h:
+        h.session.respond(turn())
+        await h.until(lambda: h.of(ResponseStarted))
+        await h.session.interrupt()
+    assert h.of(ResponseInterrupted)[0].heard_text == ""
+    assert [m.role for m in h.session.dialog.messages()] == ["system", "user"]
+    assert sum(gateway.in_flight.values()) == 0
+
+
+@pytest.mark.parametrize(
+    ("fault", "code"),
+    [
+        (Fault(route="speak", kind="status", status=503, count=-1), "gateway_unavailable"),
+        (Fault(route="chat", kind="status", status=402), "payment_required"),
+        (Fault(route="chat", kind="status", status=429, retry_after=1), "rate_limited"),
+        (Fault(route="speak", kind="drop", after_chunks=2, count=-1), "gateway_unavailable"),
+    ],
+)
+async def test_gateway_errors_reach_the_caller_and_the_session_goes_on(fault, code):
+    gateway = SimulatedGateway(FAST.model_copy(update={"faults": [fault]}))
+    async with Harness(gateway) as h:
+        h.session.respond(turn())
+        failed = await h.reply_done()
+        assert failed.status == "failed"
+        assert [e.code for e in h.of(ErrorEvent)] == [code]
+        gateway.update(FAST)
+        h.session.respond(turn())
+        again = await h.reply_done(2)
+    assert again.status == "completed"
+    assert sum(gateway.in_flight.values()) == 0
+
+
+async def test_asr_failure_is_reported_without_a_response():
+    fault = Fault(route="transcribe", kind="status", status=500)
+    gateway = SimulatedGateway(FAST.model_copy(update={"faults": [fault]}))
+    async with Harness(gateway) as h:
+        h.session.respond(turn())
+        await h.until(lambda: h.of(ErrorEvent))
+    assert h.of(ErrorEvent)[0].code == "gateway_unavailable"
+    assert not h.of(ResponseStarted)
+    assert not h.of(Transcript)
+
+
+async def test_hang_up_mid_reply_cancels_everything_in_flight():
+    gateway = SimulatedGateway(FAST.model_copy(update={"ms_per_token": 200}))
+    async with Harness(gateway) as h:
+        h.session.respond(turn())
+        await h.until(lambda: gateway.in_flight["chat"] == 1 and gateway.in_flight["speak"])
+    assert sum(gateway.in_flight.values()) == 0
