@@ -1,0 +1,483 @@
+"""HttpGateway: the :class:`~voice.gateway.base.Gateway` protocol over any OpenAI-compatible
+HTTP gateway. The only module in `voice` that imports httpx.
+
+One ``httpx.AsyncClient`` (an HTTP/1.1 keep-alive pool) per gateway. Every httpx exception
+and every non-2xx status is translated here into the :mod:`voice.errors` tree with
+``raise ... from exc``; nothing above this module sees httpx. Body parsing is sans-I/O, in
+:mod:`voice.gateway.sse` and :mod:`voice.gateway.http_wire`.
+
+Retries: a call is replayed only while that cannot duplicate anything its caller saw:
+transcription, model listing, and speech before its first audio byte (ASR and TTS keep one
+``Idempotency-Key`` across attempts), and chat only when the connection failed before the
+request was sent. Only ``retryable`` errors are retried, at most ``max_retries`` times, with
+exponential backoff and jitter; a ``Retry-After`` over :data:`MAX_RETRY_AFTER_S` is raised
+instead of waited out; 402 is never retried.
+
+The API key sits only in the client's default headers: we log no headers, and any gateway
+text quoted in an error message has the key redacted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.metadata
+import logging
+import random
+import time
+import uuid
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager, suppress
+from dataclasses import dataclass
+from functools import partial
+from typing import Any, TypeVar
+
+import httpx
+
+from voice.audio.frames import PcmFrame
+from voice.config import GatewaySettings
+from voice.core.dialog import ChatMessage
+from voice.errors import (
+    AudioFormatError,
+    ConfigError,
+    GatewayAuthError,
+    GatewayError,
+    GatewayProtocolError,
+    GatewayTimeout,
+    GatewayUnavailable,
+    PaymentRequired,
+    RateLimited,
+    error_class_for_status,
+)
+from voice.gateway import http_wire as wire
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+MAX_RETRY_AFTER_S = 5.0
+"""A longer ``Retry-After`` is raised to the caller: a spoken reply cannot wait that long."""
+WARM_INTERVAL_S = 30.0
+"""``warm()`` does real work at most this often, so callers may call it per session."""
+KEEPALIVE_EXPIRY_S = 60.0
+"""Idle pooled connections live this long: longer than :data:`WARM_INTERVAL_S`, so warming
+between sessions keeps the pool open."""
+DRAIN_S = 0.25
+"""After ``[DONE]``, how long we read on to the end of the body: a body read to its end
+hands its connection back to the pool instead of closing it."""
+ERROR_BODY_LIMIT = 64 * 1024
+"""Bytes of a non-2xx body we read (and keep as a 402 challenge)."""
+
+_NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+"""Failures before any byte of the request left: the only ones after which chat is replayed."""
+_IDENTITY = {"Accept-Encoding": "identity"}
+"""For streamed bodies: a compressor upstream may hold back tokens or audio to fill a block."""
+
+try:
+    _VERSION = importlib.metadata.version("voice")
+except importlib.metadata.PackageNotFoundError:  # running from an uninstalled source tree
+    _VERSION = "0+unknown"
+
+
+@dataclass(frozen=True, slots=True)
+class _Route:
+    method: str
+    path: str  # relative to the base URL, which ends in /v1
+    label: str  # how messages name it: "the <label> request"
+    timeout: httpx.Timeout
+
+
+class HttpGateway:
+    """Talks to the OpenAI-compatible gateway at ``settings.url`` (which includes ``/v1``).
+
+    ``transport`` replaces the network, e.g. with ``httpx.MockTransport`` in tests.
+    """
+
+    def __init__(
+        self, settings: GatewaySettings, *, transport: httpx.AsyncBaseTransport | None = None
+    ) -> None:
+        if settings.url is None:
+            raise ConfigError("HttpGateway needs a gateway URL (VOICE_GATEWAY_URL)")
+        self._settings = settings
+        self._secret = settings.api_key.get_secret_value() if settings.api_key else ""
+        headers = {"User-Agent": f"voice/{_VERSION}"}
+        if self._secret:
+            headers["Authorization"] = f"Bearer {self._secret}"
+        headers.update(settings.extra_headers)
+        limits = httpx.Limits(
+            max_connections=settings.max_connections,
+            max_keepalive_connections=settings.max_connections,
+            keepalive_expiry=KEEPALIVE_EXPIRY_S,
+        )
+        self._client = httpx.AsyncClient(
+            base_url=settings.url,
+            headers=headers,
+            transport=transport or httpx.AsyncHTTPTransport(limits=limits, http1=True),
+            follow_redirects=False,
+            trust_env=False,  # only cli.py reads the environment
+        )
+
+        def route(method: str, path: str, label: str, read_s: float) -> _Route:
+            # connect and pool bound the wait for a connection; read bounds each chunk.
+            connect = settings.connect_timeout_s
+            timeout = httpx.Timeout(connect=connect, read=read_s, write=read_s, pool=connect)
+            return _Route(method, path, label, timeout)
+
+        self._asr = route("POST", "audio/transcriptions", "transcription", settings.asr_timeout_s)
+        self._chat = route("POST", "chat/completions", "chat", settings.llm_timeout_s)
+        self._tts = route("POST", "audio/speech", "speech", settings.tts_timeout_s)
+        self._models = route("GET", "models", "models", settings.connect_timeout_s)
+        self._warmed_at: float | None = None
+
+    def __repr__(self) -> str:
+        return f"HttpGateway(url={self._settings.url!r})"
+
+    async def __aenter__(self) -> HttpGateway:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    # -- the Gateway protocol -------------------------------------------------------------
+
+    async def transcribe(self, wav: bytes) -> str:
+        form = {"model": self._settings.asr_model, "response_format": "json"}
+        if self._settings.asr_language:
+            form["language"] = self._settings.asr_language
+        return await self._call(
+            self._asr,
+            lambda r: wire.transcript(r.content, _content_type(r)),
+            idempotency_key=str(uuid.uuid4()),
+            data=form,
+            files={"file": ("audio.wav", wav, "audio/wav")},
+        )
+
+    async def chat(self, messages: Sequence[ChatMessage]) -> AsyncGenerator[str, None]:
+        s = self._settings
+        body: dict[str, Any] = {
+            "model": s.llm_model,
+            "messages": [{"role": m.role, "content": m.content} for m in messages],
+            "stream": True,
+        }
+        if s.llm_max_tokens is not None:
+            body["max_tokens"] = s.llm_max_tokens
+        if s.llm_temperature is not None:
+            body["temperature"] = s.llm_temperature
+        headers = {"Accept": "text/event-stream", **_IDENTITY}
+        attempt = 0
+        while True:
+            try:
+                async with self._open(self._chat, json=body, headers=headers) as response:
+                    if _content_type(response) == "application/json":
+                        # The gateway ignored stream=true and sent the whole completion.
+                        done = await response.aread()
+                        text = self._parse(
+                            self._chat, response, partial(wire.completion_text, done)
+                        )
+                        if text:
+                            yield text
+                        return
+                    stream = wire.ChatStream()
+                    chunks = response.aiter_bytes()
+                    async for chunk in chunks:
+                        for delta in stream.feed(chunk):
+                            yield delta
+                        if stream.done or stream.failure:
+                            break
+                    else:
+                        for delta in stream.end_of_stream():
+                            yield delta
+                    if stream.failure is not None:
+                        raise self._stream_error(stream.failure, response) from stream.failure
+                    if stream.done:
+                        await _drain(chunks)
+                return
+            except GatewayError as exc:
+                attempt += 1
+                unsent = isinstance(exc.__cause__, _NOT_SENT)
+                delay = self._retry_delay(exc, attempt, self._chat) if unsent else None
+                if delay is None:
+                    raise
+            await asyncio.sleep(delay)
+
+    async def speak(self, text: str, *, voice: str | None = None) -> AsyncGenerator[PcmFrame, None]:
+        if not text.strip():
+            return
+        s = self._settings
+        body = {
+            "model": s.tts_model,
+            "input": text,
+            "voice": voice or s.tts_voice,
+            "response_format": s.tts_format,
+        }
+        key = str(uuid.uuid4())
+        attempt = 0
+        while True:
+            started = False
+            try:
+                async with self._open(
+                    self._tts, json=body, idempotency_key=key, headers=_IDENTITY
+                ) as response:
+                    ctype = _content_type(response)
+                    if ctype == "application/json" or ctype.startswith("text/"):
+                        detail = (await response.aread()).decode("utf-8", "replace")
+                        raise self._protocol_error(self._tts, response, f"{ctype}: {detail}")
+                    pcm = wire.SpeechStream(s.tts_format)
+                    try:
+                        async for chunk in response.aiter_bytes():
+                            if (frame := pcm.feed(chunk)) is not None:
+                                started = True
+                                yield frame
+                        if pcm.end():
+                            log.debug("speech ended half way through a sample; dropped a byte")
+                    except AudioFormatError as exc:
+                        raise self._protocol_error(self._tts, response, str(exc)) from exc
+                return
+            except GatewayError as exc:
+                attempt += 1
+                delay = None if started else self._retry_delay(exc, attempt, self._tts)
+                if delay is None:
+                    raise
+            await asyncio.sleep(delay)
+
+    async def models(self) -> list[str]:
+        return await self._call(self._models, lambda r: wire.model_ids(r.content))
+
+    async def warm(self) -> None:
+        now = time.monotonic()
+        if self._warmed_at is not None and now - self._warmed_at < WARM_INTERVAL_S:
+            return
+        self._warmed_at = now  # set before awaiting, so concurrent callers do not pile on
+        try:
+            response = await self._client.get(
+                self._models.path, headers=_call_headers(None), timeout=self._models.timeout
+            )
+            log.debug("warmed the gateway connection (models: HTTP %d)", response.status_code)
+        except httpx.HTTPError as exc:
+            log.debug("warming the gateway connection failed: %s", self._redact(repr(exc)))
+
+    # -- one request ------------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def _open(
+        self,
+        route: _Route,
+        *,
+        idempotency_key: str | None = None,
+        headers: dict[str, str] | None = None,
+        **content: Any,
+    ) -> AsyncGenerator[httpx.Response, None]:
+        """Send one request; yield its 2xx response with the body unread; always close it.
+
+        An httpx error raised while sending, or in the caller's block while it reads the
+        body, leaves as a :class:`GatewayError`; so does a non-2xx status.
+        """
+        call_headers = _call_headers(idempotency_key) | (headers or {})
+        request_id = call_headers["X-Request-ID"]
+        request = self._client.build_request(
+            route.method, route.path, headers=call_headers, timeout=route.timeout, **content
+        )
+        started = time.monotonic()
+        try:
+            response = await self._client.send(request, stream=True)
+        except httpx.HTTPError as exc:
+            raise self._transport_error(exc, route, request_id) from exc
+        try:
+            ms, rid = 1000 * (time.monotonic() - started), _request_id(response)
+            log.debug(
+                "%s: HTTP %d in %.0f ms (request id %s)", route.path, response.status_code, ms, rid
+            )
+            if not response.is_success:
+                body = bytearray()
+                async for chunk in response.aiter_bytes():
+                    body += chunk
+                    if len(body) >= ERROR_BODY_LIMIT:
+                        break
+                raise self._status_error(response, bytes(body[:ERROR_BODY_LIMIT]), route)
+            yield response
+        except httpx.HTTPError as exc:
+            raise self._transport_error(exc, route, request_id) from exc
+        finally:
+            await response.aclose()
+
+    async def _call(
+        self,
+        route: _Route,
+        parse: Callable[[httpx.Response], T],
+        *,
+        idempotency_key: str | None = None,
+        **content: Any,
+    ) -> T:
+        """A whole-body request, retried as the module docstring says."""
+        attempt = 0
+        while True:
+            try:
+                async with self._open(route, idempotency_key=idempotency_key, **content) as resp:
+                    await resp.aread()
+                    return self._parse(route, resp, lambda: parse(resp))
+            except GatewayError as exc:
+                attempt += 1
+                delay = self._retry_delay(exc, attempt, route)
+                if delay is None:
+                    raise
+            await asyncio.sleep(delay)
+
+    def _retry_delay(self, exc: GatewayError, attempt: int, route: _Route) -> float | None:
+        """Seconds to wait before retry number ``attempt``, or None: raise ``exc`` instead."""
+        retries = self._settings.max_retries
+        if not exc.retryable or attempt > retries:
+            return None
+        delay = self._settings.retry_backoff_s * 2.0 ** (attempt - 1) * random.uniform(0.5, 1)
+        if isinstance(exc, RateLimited) and exc.retry_after is not None:
+            if exc.retry_after > MAX_RETRY_AFTER_S:
+                return None
+            delay = max(delay, exc.retry_after)
+        log.info("retry %d of %d in %.2f s: %s", attempt, retries, delay, exc)
+        return delay
+
+    # -- errors, all built here -------------------------------------------------------------
+
+    def _parse(self, route: _Route, response: httpx.Response, parse: Callable[[], T]) -> T:
+        """``parse()``, with its failures turned into gateway errors."""
+        try:
+            return parse()
+        except wire.ChatStreamError as exc:
+            raise self._stream_error(exc, response) from exc
+        except (ValueError, TypeError, KeyError) as exc:
+            raise self._protocol_error(route, response, str(exc)) from exc
+
+    def _status_error(self, response: httpx.Response, body: bytes, route: _Route) -> GatewayError:
+        status = response.status_code
+        cls = error_class_for_status(status)
+        text = body.decode("utf-8", "replace")
+        info = wire.error_body(text)
+        retry_after = wire.retry_after(response.headers) if cls is RateLimited else None
+        verb = {
+            PaymentRequired: "asked for payment for",
+            RateLimited: "rate limited",
+            GatewayAuthError: "refused our API key for",
+            GatewayTimeout: "timed out on",
+            GatewayUnavailable: "failed",
+        }.get(cls, "rejected")
+        message = f"gateway {verb} the {route.label} request: HTTP {status}"
+        message += _describe(info)
+        if retry_after is not None:
+            message += f"; retry after {round(retry_after, 1):g} s"
+        error = self._error(cls, message, response, status=status, error_type=info.type)
+        if isinstance(error, RateLimited):
+            error.retry_after = retry_after
+        if isinstance(error, PaymentRequired):
+            error.challenge = text  # verbatim: the caller may need to answer it
+        return error
+
+    def _stream_error(
+        self, failure: ValueError | wire.ChatStreamError, response: httpx.Response
+    ) -> GatewayError:
+        if not isinstance(failure, wire.ChatStreamError):
+            return self._protocol_error(self._chat, response, str(failure))
+        info = failure.info
+        cls = error_class_for_status(info.status) if info.status else None
+        message = "gateway reported an error in the chat reply" + _describe(info)
+        return self._error(
+            cls or wire.error_class_for_type(info.type),
+            message,
+            response,
+            status=info.status,
+            error_type=info.type,
+        )
+
+    def _protocol_error(self, route: _Route, response: httpx.Response, detail: str) -> GatewayError:
+        message = f"gateway sent an unreadable {route.label} response: {_trim(detail)}"
+        return self._error(GatewayProtocolError, message, response, status=response.status_code)
+
+    def _error(
+        self,
+        cls: type[GatewayError],
+        message: str,
+        response: httpx.Response,
+        *,
+        status: int | None = None,
+        error_type: str | None = None,
+    ) -> GatewayError:
+        request_id = _request_id(response)
+        return cls(
+            self._redact(f"{message} (request id {request_id})"),
+            status=status,
+            error_type=self._redact(error_type) if error_type else None,
+            request_id=request_id,
+            route=response.request.url.path,
+        )
+
+    def _transport_error(
+        self, exc: httpx.HTTPError, route: _Route, request_id: str
+    ) -> GatewayError:
+        t = route.timeout
+        cls: type[GatewayError] = GatewayTimeout
+        if isinstance(exc, httpx.ConnectTimeout):
+            what = f"could not connect to the gateway within {t.connect:g} s"
+        elif isinstance(exc, httpx.PoolTimeout):
+            what = f"no gateway connection came free within {t.pool:g} s"
+        elif isinstance(exc, httpx.WriteTimeout):
+            what = f"could not send the request within {t.write:g} s"
+        elif isinstance(exc, httpx.TimeoutException):
+            what = f"the gateway sent nothing for {t.read:g} s"
+        elif isinstance(exc, httpx.DecodingError):
+            cls, what = GatewayProtocolError, f"could not decode the response ({exc})"
+        elif isinstance(exc, httpx.ConnectError):
+            cls, what = GatewayUnavailable, f"could not connect to the gateway ({_why(exc)})"
+        else:
+            cls, what = GatewayUnavailable, f"the gateway connection failed ({_why(exc)})"
+        return cls(
+            self._redact(f"{what} during the {route.label} request (request id {request_id})"),
+            request_id=request_id,
+            route=self._client.base_url.path + route.path,
+        )
+
+    def _redact(self, text: str) -> str:
+        return text.replace(self._secret, "***") if self._secret else text
+
+
+async def _drain(chunks: AsyncIterator[bytes]) -> None:
+    with suppress(httpx.HTTPError, TimeoutError):
+        async with asyncio.timeout(DRAIN_S):
+            async for _ in chunks:
+                pass
+
+
+def _call_headers(idempotency_key: str | None) -> dict[str, str]:
+    # A fresh request id per HTTP request, so each attempt can be found in the gateway's
+    # logs; the idempotency key stays the same across attempts so the gateway can dedupe.
+    headers = {"X-Request-ID": str(uuid.uuid4())}
+    if idempotency_key is not None:
+        headers["Idempotency-Key"] = idempotency_key
+    return headers
+
+
+def _describe(info: wire.ErrorInfo) -> str:
+    return (f" {info.type}" if info.type else "") + (
+        f": {_trim(info.message)}" if info.message else ""
+    )
+
+
+def _trim(text: str, limit: int = 200) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _why(exc: Exception) -> str:
+    return str(exc) or type(exc).__name__
+
+
+def _request_id(response: httpx.Response) -> str:
+    headers = response.headers
+    return str(
+        headers.get("x-request-id")
+        or headers.get("request-id")
+        or response.request.headers["X-Request-ID"]
+    )
+
+
+def _content_type(response: httpx.Response) -> str:
+    return str(response.headers.get("content-type", "")).split(";")[0].strip().lower()
