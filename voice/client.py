@@ -101,12 +101,13 @@ async def call(
                 chunk = pcm[n * step : (n + 1) * step] if n * step < len(pcm) else silence
                 if len(chunk) < step:
                     chunk += bytes(step - len(chunk))
-                await ws.send(chunk)
                 n += 1
-                # Absolute schedule: real time without drift.
+                # A frame leaves once its audio has been spoken, as from a live microphone;
+                # an absolute schedule keeps real time without drift.
                 delay = started + n * FRAME_MS / 1000.0 - time.monotonic()
                 if delay > 0:
                     await asyncio.sleep(delay)
+                await ws.send(chunk)
 
         async def receive() -> None:
             finished = 0
