@@ -390,7 +390,8 @@ async def test_chat_error_mid_stream_raises_after_the_deltas_before_it():
     assert got == ["Partial"] and len(script.requests) == 1
     assert caught.value.error_type == "rate_limit_exceeded" and caught.value.request_id == "req_s"
     assert str(caught.value) == (
-        "gateway reported an error in the chat reply rate_limit_exceeded: Rate limit reached "
+        "gateway sent an error in the middle of the chat reply: rate_limit_exceeded: "
+        "Rate limit reached "
         "(request id req_s)"
     )
 

@@ -172,9 +172,9 @@ class HttpGateway:
                 async with self._open(self._chat, json=body, headers=headers) as response:
                     if _content_type(response) == "application/json":
                         # The gateway ignored stream=true and sent the whole completion.
-                        done = await response.aread()
+                        whole = await response.aread()
                         text = self._parse(
-                            self._chat, response, partial(wire.completion_text, done)
+                            self._chat, response, partial(wire.completion_text, whole)
                         )
                         if text:
                             yield text
@@ -334,7 +334,14 @@ class HttpGateway:
             if exc.retry_after > MAX_RETRY_AFTER_S:
                 return None
             delay = max(delay, exc.retry_after)
-        log.info("retry %d of %d in %.2f s: %s", attempt, retries, delay, exc)
+        log.info(
+            "retry %d of %d of the %s request in %.2f s after: %s",
+            attempt,
+            retries,
+            route.label,
+            delay,
+            exc,
+        )
         return delay
 
     # -- errors, all built here -------------------------------------------------------------
@@ -379,7 +386,8 @@ class HttpGateway:
             return self._protocol_error(self._chat, response, str(failure))
         info = failure.info
         cls = error_class_for_status(info.status) if info.status else None
-        message = "gateway reported an error in the chat reply" + _describe(info)
+        message = "gateway sent an error in the middle of the chat reply:"
+        message += _describe(info) or " (no details)"
         return self._error(
             cls or wire.error_class_for_type(info.type),
             message,
@@ -456,6 +464,7 @@ def _call_headers(idempotency_key: str | None) -> dict[str, str]:
 
 
 def _describe(info: wire.ErrorInfo) -> str:
+    """`` type: message`` (either part may be missing), to append to a message."""
     return (f" {info.type}" if info.type else "") + (
         f": {_trim(info.message)}" if info.message else ""
     )
