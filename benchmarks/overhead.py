@@ -10,8 +10,8 @@ then plays sample recordings through N concurrent native WebSocket sessions in r
   end of the caller's speech);
 - the server process's CPU seconds per session-minute (from /proc, user + system).
 
-    .venv/bin/python benchmarks/overhead.py                 # 1 and 20 sessions
-    .venv/bin/python benchmarks/overhead.py --sessions 1,5,20,50 --turns 3
+    .venv/bin/python -m benchmarks.overhead                 # 1 and 20 sessions
+    .venv/bin/python -m benchmarks.overhead --sessions 1,5,20,50 --turns 3
 
 Traffic goes only to 127.0.0.1 and every run ends by itself.
 """

@@ -93,6 +93,7 @@ def create_gateway_app(gateway: Gateway, *, api_key: str | None = None) -> Starl
     ]
     if isinstance(gateway, SimulatedGateway):
         routes.append(Route("/v1/simulate", _simulate_route(gateway), methods=["GET", "POST"]))
+        routes.append(Route("/v1/simulate/stats", _stats_route(gateway)))
     return Starlette(
         routes=routes,
         middleware=[Middleware(_RequestContext, api_key=api_key)],
@@ -165,6 +166,14 @@ def _simulate_route(gateway: SimulatedGateway) -> _Handler:
         return JSONResponse(gateway.settings.model_dump(mode="json"))
 
     return _guarded(simulate)
+
+
+def _stats_route(gateway: SimulatedGateway) -> _Handler:
+    async def stats(request: Request) -> Response:
+        """Requests received and still open, per route: proof that cancellation closed them."""
+        return JSONResponse({"requests": gateway.requests, "in_flight": gateway.in_flight})
+
+    return _guarded(stats)
 
 
 class _GatewayStream(Response):

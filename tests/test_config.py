@@ -1,0 +1,76 @@
+"""Settings are read once from VOICE_* variables, validated, normalised and frozen."""
+
+import logging
+
+import pytest
+from pydantic import ValidationError
+
+from voice.config import Settings, parse_headers
+from voice.errors import ConfigError
+
+
+def test_environment_fills_every_section_and_flags_override_it():
+    env = {
+        "VOICE_GATEWAY_URL": "https://gw.example/v1",
+        "VOICE_GATEWAY_API_KEY": "sk-abc",
+        "VOICE_LLM_MODEL": "llama",
+        "VOICE_TURN_HANGOVER_MS": "700",
+        "VOICE_PORT": "9000",
+        "VOICE_GATEWAY_HEADERS": "X-Pipeline: p1; X-Payment: proof",
+    }
+    settings = Settings.from_env(env, server={"port": 9100, "host": None})
+    assert settings.gateway.llm_model == "llama"
+    assert settings.turn.hangover_ms == 700
+    assert settings.server.port == 9100
+    assert settings.server.host == "127.0.0.1"
+    assert settings.gateway.extra_headers == {"X-Pipeline": "p1", "X-Payment": "proof"}
+    assert settings.gateway.api_key.get_secret_value() == "sk-abc"
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        ("https://gw.example/v1", "https://gw.example/v1"),
+        ("https://gw.example/v1/", "https://gw.example/v1"),
+        ("https://gw.example", "https://gw.example/v1"),
+        ("http://127.0.0.1:8081/", "http://127.0.0.1:8081/v1"),
+        ("https://gw.example/openai/v1", "https://gw.example/openai/v1"),
+    ],
+)
+def test_gateway_url_is_normalised_with_a_log_line(given, expected, caplog):
+    caplog.set_level(logging.INFO, "voice.config")
+    assert Settings.from_env({"VOICE_GATEWAY_URL": given}).gateway.url == expected
+    assert (given != expected) == ("normalised" in caplog.text)
+
+
+@pytest.mark.parametrize("url", ["gw.example/v1", "ftp://gw/v1", "https://gw/v1?key=1"])
+def test_unusable_gateway_urls_are_refused_with_the_reason(url):
+    with pytest.raises(ConfigError, match="gateway.url"):
+        Settings.from_env({"VOICE_GATEWAY_URL": url})
+
+
+def test_bad_values_name_the_setting():
+    with pytest.raises(ConfigError, match="server.port"):
+        Settings.from_env({"VOICE_PORT": "eighty"})
+    with pytest.raises(ConfigError, match="turn.vad_aggressiveness"):
+        Settings.from_env({"VOICE_VAD_AGGRESSIVENESS": "7"})
+
+
+def test_api_key_is_hidden_in_reprs_and_errors():
+    settings = Settings.from_env({"VOICE_GATEWAY_API_KEY": "sk-secret-123"})
+    assert "sk-secret-123" not in repr(settings)
+    assert "sk-secret-123" not in str(settings.model_dump())
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env({"VOICE_GATEWAY_API_KEY": "sk-secret-123", "VOICE_PORT": "x"})
+    assert "sk-secret-123" not in str(caught.value)
+
+
+def test_settings_are_frozen():
+    with pytest.raises(ValidationError):
+        Settings().server.port = 1  # type: ignore[misc]
+
+
+def test_header_spec_must_be_name_colon_value():
+    assert parse_headers("A: 1\nB: two") == {"A": "1", "B": "two"}
+    with pytest.raises(ConfigError, match="Name: value"):
+        parse_headers("no-colon-here")
