@@ -13,7 +13,7 @@ from contextlib import asynccontextmanager
 import pytest
 
 from tests.servers import serve_app
-from tests.timing import MS
+from tests.timing import MS, SCALE
 from voice.config import GatewaySettings
 from voice.core.dialog import ChatMessage
 from voice.errors import (
@@ -26,9 +26,6 @@ from voice.errors import (
 from voice.gateway.http import HttpGateway
 from voice.gateway.server import create_gateway_app
 from voice.gateway.simulated import Fault, SimulatedGateway, SimulationSettings
-
-SCALE = MS * 1000
-"""Settings take milliseconds; multiply by this so they scale with the test time factor."""
 
 API_KEY = "sk-e2e-secret"
 REPLY = "Sure. It is half past three. Anything else?"

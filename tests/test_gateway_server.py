@@ -9,14 +9,11 @@ import httpx
 import pytest
 
 from tests.servers import serve_app
-from tests.timing import MS
+from tests.timing import MS, SCALE
 from voice.audio.frames import PcmFrame
 from voice.core.dialog import ChatMessage
 from voice.gateway.server import create_gateway_app
 from voice.gateway.simulated import Fault, SimulatedGateway, SimulationSettings
-
-SCALE = MS * 1000
-"""Settings take milliseconds; multiply by this so they scale with the test time factor."""
 
 REPLY = "One two three four."
 FAST = SimulationSettings(

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from tests.timing import MS
+from tests.timing import MS, SCALE
 from voice.core.dialog import ChatMessage
 from voice.errors import (
     GatewayAuthError,
@@ -28,9 +28,6 @@ from voice.gateway.simulated import (
     SimulatedGateway,
     SimulationSettings,
 )
-
-SCALE = MS * 1000
-"""Settings take milliseconds; multiply by this so they scale with the test time factor."""
 
 EARLY = 2 * MS
 """asyncio may wake a timer up to a clock tick early: lower bounds allow for that much."""
