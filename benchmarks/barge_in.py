@@ -53,7 +53,7 @@ async def one(gateway: HttpGateway, settings: Settings, seed: int) -> tuple[floa
     )
     pacer = asyncio.create_task(playout.run())
     try:
-        session.respond(SpeechStopped(at_ms=1500, speech_end_ms=1000, audio=bytes(32_000)))
+        await session.respond(SpeechStopped(at_ms=1500, speech_end_ms=1000, audio=bytes(32_000)))
         while not playout.played_ms() > 0:  # noqa: ASYNC110  # waits on the pacer's progress
             await asyncio.sleep(0.01)
         await asyncio.sleep(random.Random(seed).uniform(0.2, 2.0))

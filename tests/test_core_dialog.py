@@ -82,3 +82,14 @@ def test_trimmed_history_never_starts_with_an_assistant_message():
 def test_max_messages_must_hold_a_question_and_its_answer():
     with pytest.raises(ValueError):
         Dialog(instructions="x", max_messages=1)
+
+
+def test_awaiting_reply_follows_who_spoke_last():
+    dialog = Dialog(instructions="be brief")
+    assert not dialog.awaiting_reply
+    dialog.add_user("hello")
+    assert dialog.awaiting_reply
+    dialog.add_assistant("")  # nothing heard: still unanswered
+    assert dialog.awaiting_reply
+    dialog.add_assistant("hi")
+    assert not dialog.awaiting_reply

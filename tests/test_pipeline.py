@@ -21,6 +21,7 @@ from voice.core.events import (
     SpeechStopped,
     Transcript,
 )
+from voice.errors import GatewayUnavailable
 from voice.gateway.simulated import Fault, SimulatedGateway, SimulationSettings
 from voice.session import Session
 from voice.transports.playout import PacedPlayout
@@ -83,7 +84,7 @@ class Recording:
 class Harness:
     """A session with a real playout whose sent frames are recorded with their times."""
 
-    def __init__(self, gateway, settings=None):
+    def __init__(self, gateway, settings=None, vad=None):
         self.sent: list[tuple[float, bytes]] = []
         self.events = []
         settings = settings or Settings()
@@ -94,6 +95,7 @@ class Harness:
             gateway=gateway,
             sink=self.playout,
             emit=self.events.append,
+            vad=vad,
         )
 
     async def _send(self, chunk):
@@ -128,7 +130,7 @@ def turn():
 async def test_first_sentence_is_spoken_while_the_llm_is_still_writing():
     gateway = Recording(SimulatedGateway(FAST))
     async with Harness(gateway) as h:
-        h.session.respond(turn())
+        await h.session.respond(turn())
         done = await h.reply_done()
     assert done.status == "completed"
     assert done.text == REPLY
@@ -140,7 +142,7 @@ async def test_first_sentence_is_spoken_while_the_llm_is_still_writing():
 
 async def test_timings_account_for_every_stage():
     async with Harness(SimulatedGateway(FAST)) as h:
-        h.session.respond(turn())
+        await h.session.respond(turn())
         timings = (await h.reply_done()).timings
     assert timings.vad_ms == 500
     assert timings.asr_ms >= 5
@@ -168,7 +170,7 @@ class ConstantSpeech(SimulatedGateway):
 
 async def test_audio_plays_in_sentence_order_even_when_later_speech_is_faster():
     async with Harness(ConstantSpeech([300, 10, 10])) as h:
-        h.session.respond(turn())
+        await h.session.respond(turn())
         await h.reply_done()
     values = [int(np.frombuffer(chunk, "<i2")[0]) for _, chunk in h.sent]
     assert values == sorted(values)
@@ -180,7 +182,7 @@ async def test_speech_lookahead_is_bounded():
     gateway = Recording(SimulatedGateway(FAST.model_copy(update={"replies": [reply]})))
     settings = Settings.model_validate({"pipeline": {"tts_lookahead": 2}})
     async with Harness(gateway, settings) as h:
-        h.session.respond(turn())
+        await h.session.respond(turn())
         await h.reply_done()
     assert gateway.max_open_speech <= 3
     assert len([k for _, k, _ in gateway.log if k == "speak.start"]) == 8
@@ -190,7 +192,7 @@ async def test_barge_in_stops_audio_cancels_requests_and_keeps_only_heard_text()
     slow_llm = FAST.model_copy(update={"ms_per_token": 60, "speech_ms_per_char": 60})
     gateway = SimulatedGateway(slow_llm)
     async with Harness(gateway) as h:
-        h.session.respond(turn())
+        await h.session.respond(turn())
         await h.until(lambda: h.playout.played_ms() >= 400)
         began = time.monotonic()
         await h.session.interrupt()
@@ -212,7 +214,7 @@ async def test_barge_in_stops_audio_cancels_requests_and_keeps_only_heard_text()
 async def test_barge_in_before_any_audio_keeps_nothing_of_the_reply():
     gateway = SimulatedGateway(FAST.model_copy(update={"ttft_ms": 2000}))
     async with Harness(gateway) as h:
-        h.session.respond(turn())
+        await h.session.respond(turn())
         await h.until(lambda: h.of(ResponseStarted))
         await h.session.interrupt()
     assert h.of(ResponseInterrupted)[0].heard_text == ""
@@ -232,12 +234,12 @@ async def test_barge_in_before_any_audio_keeps_nothing_of_the_reply():
 async def test_gateway_errors_reach_the_caller_and_the_session_goes_on(fault, code):
     gateway = SimulatedGateway(FAST.model_copy(update={"faults": [fault]}))
     async with Harness(gateway) as h:
-        h.session.respond(turn())
+        await h.session.respond(turn())
         failed = await h.reply_done()
         assert failed.status == "failed"
         assert [e.code for e in h.of(ErrorEvent)] == [code]
         gateway.update(FAST)
-        h.session.respond(turn())
+        await h.session.respond(turn())
         again = await h.reply_done(2)
     assert again.status == "completed"
     assert sum(gateway.in_flight.values()) == 0
@@ -247,7 +249,7 @@ async def test_asr_failure_is_reported_without_a_response():
     fault = Fault(route="transcribe", kind="status", status=500)
     gateway = SimulatedGateway(FAST.model_copy(update={"faults": [fault]}))
     async with Harness(gateway) as h:
-        h.session.respond(turn())
+        await h.session.respond(turn())
         await h.until(lambda: h.of(ErrorEvent))
     assert h.of(ErrorEvent)[0].code == "gateway_unavailable"
     assert not h.of(ResponseStarted)
@@ -257,6 +259,98 @@ async def test_asr_failure_is_reported_without_a_response():
 async def test_hang_up_mid_reply_cancels_everything_in_flight():
     gateway = SimulatedGateway(FAST.model_copy(update={"ms_per_token": 200}))
     async with Harness(gateway) as h:
-        h.session.respond(turn())
+        await h.session.respond(turn())
         await h.until(lambda: gateway.in_flight["chat"] == 1 and gateway.in_flight["speak"])
     assert sum(gateway.in_flight.values()) == 0
+
+
+class ScriptedVad:
+    """Speech or not, as the test says: turn timelines without recordings."""
+
+    speech = False
+
+    def is_speech(self, frame, sample_rate):
+        return self.speech
+
+    def reset(self):
+        pass
+
+
+async def talk(session, vad, speech_ms=0, silence_ms=0):
+    frame = bytes(640)  # 20 ms at 16 kHz
+    vad.speech = True
+    for _ in range(speech_ms // 20):
+        await session.feed(frame)
+    vad.speech = False
+    for _ in range(silence_ms // 20):
+        await session.feed(frame)
+
+
+async def test_a_turn_cut_at_max_length_is_answered_with_what_follows():
+    simulation = FAST.model_copy(update={"transcripts": ["part one", "part two"]})
+    settings = Settings.model_validate({"turn": {"max_turn_s": 1.5}})
+    vad = ScriptedVad()
+    async with Harness(SimulatedGateway(simulation), settings, vad=vad) as h:
+        await talk(h.session, vad, speech_ms=2000, silence_ms=600)
+        done = await h.reply_done()
+    stops = [e for e in h.events if isinstance(e, SpeechStopped)]
+    assert [s.cut for s in stops] == [True, False]
+    assert [t.text for t in h.of(Transcript)] == ["part one", "part two"]
+    assert done.status == "completed"
+    assert h.session.dialog.messages()[1].content == "part one part two"
+
+
+async def test_a_cough_while_the_answer_is_being_prepared_does_not_lose_the_question():
+    simulation = FAST.model_copy(update={"asr_ms": 300, "transcripts": ["the question"]})
+    vad = ScriptedVad()
+    async with Harness(SimulatedGateway(simulation), vad=vad) as h:
+        await talk(h.session, vad, speech_ms=1000, silence_ms=520)  # turn ends; ASR starts
+        await talk(h.session, vad, speech_ms=120, silence_ms=520)  # a cough, discarded
+        done = await h.reply_done()
+    assert done.status == "completed"
+    assert [m.content for m in h.session.dialog.messages()[1:]] == ["the question", REPLY]
+
+
+async def test_speaking_again_before_the_answer_is_heard_answers_both_turns_once():
+    simulation = FAST.model_copy(update={"asr_ms": 200, "transcripts": ["first", "second"]})
+    gateway = Recording(SimulatedGateway(simulation))
+    vad = ScriptedVad()
+    async with Harness(gateway, vad=vad) as h:
+        await talk(h.session, vad, speech_ms=600, silence_ms=520)
+        await talk(h.session, vad, speech_ms=600, silence_ms=520)
+        done = await h.reply_done()
+    assert done.status == "completed"
+    assert len(h.of(ResponseDone)) == 1
+    assert len([k for _, k, _ in gateway.log if k == "chat.start"]) == 1
+    assert h.session.dialog.messages()[1].content == "first second"
+
+
+class FailsAfterFirstSentence(SimulatedGateway):
+    def __init__(self):
+        super().__init__(FAST)
+        self.fail = asyncio.Event()
+        self.calls = 0
+
+    async def speak(self, text, *, voice=None):
+        self.calls += 1
+        if self.calls == 1:
+            for _ in range(40):
+                yield PcmFrame(bytes(960), 24_000)
+            return
+        await self.fail.wait()
+        raise GatewayUnavailable("speech broke")
+
+
+async def test_a_failure_racing_a_barge_in_ends_the_response_exactly_once():
+    gateway = FailsAfterFirstSentence()
+    async with Harness(gateway) as h:
+        await h.session.respond(turn())
+        await h.until(lambda: h.playout.played_ms() >= 500)
+        gateway.fail.set()
+        await asyncio.sleep(0)  # the failing speech request raises in this loop turn...
+        await h.session.interrupt()  # ...and the caller barges in in the same one
+        await asyncio.sleep(50 * MS)
+    (done,) = h.of(ResponseDone)
+    assert done.status == "interrupted"
+    assistant = [m for m in h.session.dialog.messages() if m.role == "assistant"]
+    assert len(assistant) == 1 and assistant[0].content == done.text == "First one"

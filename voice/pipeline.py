@@ -9,26 +9,17 @@ request in flight (the gateway closes its HTTP streams) and nothing is left behi
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from voice.audio.frames import PIPELINE_RATE, PcmFrame
-from voice.audio.wav import wav_bytes
+from voice.audio.frames import PcmFrame
 from voice.config import PipelineSettings
 from voice.core.chunker import SentenceChunker
 from voice.core.dialog import Dialog
-from voice.core.events import (
-    AudioDone,
-    ResponseStarted,
-    SpeechStopped,
-    TextDelta,
-    Transcript,
-    TurnTimings,
-)
+from voice.core.events import AudioDone, ResponseStarted, TextDelta, TurnTimings
 from voice.core.playout import HeardText
 from voice.gateway.base import Gateway
 from voice.transports.base import AudioSink, Emit
@@ -88,46 +79,65 @@ class _SpeechJob:
     )
 
 
+@dataclass
+class Transcription:
+    """One turn's transcription, started as soon as the turn ends; owned by the session."""
+
+    started: float
+    ended: float | None = None
+    task: asyncio.Task[str] = field(init=False)
+
+
 class Reply:
-    """The response to one turn. ``run()`` is awaited by its owner's task.
+    """The response to the caller's unanswered turns. ``run()`` is awaited by its owner's task.
 
     ``heard_text()`` tells, at any moment, what the caller has heard of it: the owner calls it
-    when the caller barges in, before cancelling the task.
+    when the caller barges in, before cancelling the task. ``interrupted`` is set by the
+    owner when it cancels the reply on purpose, with the text the dialog keeps.
     """
 
     def __init__(
         self,
         *,
         response_id: str,
-        turn: SpeechStopped,
+        transcriptions: list[Transcription],
+        vad_ms: float,
+        declared: float,
+        on_commit: Callable[[], None],
         gateway: Gateway,
         dialog: Dialog,
         sink: AudioSink,
         emit: Emit,
         settings: PipelineSettings,
         voice: str | None,
-        log: logging.LoggerAdapter[logging.Logger],
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.response_id = response_id
-        self.clock = TurnClock(vad_ms=float(turn.at_ms - turn.speech_end_ms), declared=clock())
+        self.clock = TurnClock(vad_ms=vad_ms, declared=declared)
         self.started = False
-        """True once the transcript was non-empty and a response began."""
+        """True once there was something to answer and a response began."""
         self.text = ""
         """Everything the LLM wrote for this reply so far."""
-        self._turn = turn
+        self.interrupted: str | None = None
+        """Set by the owner that cancels the reply: the text the caller heard."""
+        self._transcriptions = transcriptions
+        self._on_commit = on_commit
         self._gateway = gateway
         self._dialog = dialog
         self._sink = sink
         self._emit = emit
         self._settings = settings
         self._voice = voice
-        self._log = log
         self._now = clock
         self._heard = HeardText()
 
+    @property
+    def audible(self) -> bool:
+        """Reply audio has reached the caller: talking now is a barge-in."""
+        return self.started and self._sink.first_sent_at is not None
+
     def heard_text(self) -> str:
-        return self._heard.heard(self._sink.played_ms())
+        return self._heard.heard(self._sink.played_ms()) if self.started else ""
 
     def timings(self) -> TurnTimings:
         """The turn's latency so far; first audio is when the sink sent the first frame."""
@@ -136,16 +146,12 @@ class Reply:
         return self.clock.timings()
 
     async def run(self) -> None:
-        """Transcribe, answer and play. Gateway errors propagate to the owner."""
-        wav = wav_bytes(PcmFrame(self._turn.audio, PIPELINE_RATE))
-        self.clock.asr_start = self._now()
-        transcript = (await self._gateway.transcribe(wav)).strip()
-        self.clock.asr_end = self._now()
-        self._emit(Transcript(transcript))
-        if not transcript:
-            self._log.info("empty transcript; no reply")
+        """Answer, play, and return the text to keep. Gateway errors propagate to the owner."""
+        user_text = await self._collect_transcripts()
+        if user_text:
+            self._dialog.add_user(user_text)
+        if not self._dialog.awaiting_reply:
             return
-        self._dialog.add_user(transcript)
         self.started = True
         self._sink.start_response()
         self._emit(ResponseStarted(self.response_id))
@@ -158,7 +164,26 @@ class Reply:
             tg.create_task(self._play(jobs, slots))
         self._emit(AudioDone(self.response_id))
         await self._sink.wait_played()
-        self._dialog.add_assistant(self.text)
+
+    async def _collect_transcripts(self) -> str:
+        """Wait for every unanswered turn's transcript and join them, in order.
+
+        ``asyncio.wait`` rather than ``gather``: if this reply is cancelled (the caller spoke
+        again before it was heard), the transcriptions go on for the next reply.
+        """
+        items = self._transcriptions
+        if items:
+            await asyncio.wait([t.task for t in items])
+            self.clock.asr_start, self.clock.asr_end = items[-1].started, items[-1].ended
+        self._on_commit()
+        texts = []
+        for item in items:
+            if item.task.cancelled():
+                continue
+            if (error := item.task.exception()) is not None:
+                raise error
+            texts.append(item.task.result())
+        return " ".join(t for t in texts if t)
 
     async def _write(
         self,

@@ -1,7 +1,9 @@
 """The ASGI app `voice serve` runs: session WebSocket, health, readiness and metrics.
 
 It can also be mounted inside an existing Starlette/FastAPI service: build it with
-``create_app(settings, gateway=...)``.
+``create_app(settings, gateway=...)`` and a gateway the host app opens and closes itself.
+Starlette does not run a mounted app's lifespan, so a gateway the app built on its own would
+never be warmed or closed there.
 """
 
 from __future__ import annotations

@@ -2,8 +2,15 @@
 
 Transports own the socket; they feed caller audio in with ``feed()``, give the session an
 :class:`~voice.transports.base.AudioSink` for reply audio and an ``emit`` callback for events,
-and call ``aclose()`` when the caller goes away. The session owns at most one reply task at a
-time and always cancels and awaits it.
+and call ``aclose()`` when the caller goes away.
+
+Each finished turn is transcribed at once. A reply answers every turn not yet answered, so
+nothing the caller says is lost when they speak again before hearing the answer: a reply
+not yet audible is withdrawn quietly and the next one answers both turns (a turn cut at
+``max_turn_s`` is only transcribed, and answered with what follows it). Once reply audio
+has reached the caller, speech is a barge-in: the reply stops and the dialog keeps what was
+heard. The session owns every task it starts and cancels and awaits them all on close;
+``_run_reply`` alone emits a reply's terminal events.
 """
 
 from __future__ import annotations
@@ -11,11 +18,13 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import time
 from collections.abc import MutableMapping
 from typing import Any
 
-from voice.audio.frames import PIPELINE_RATE, Reframer
+from voice.audio.frames import PIPELINE_RATE, PcmFrame, Reframer
 from voice.audio.resample import Resampler
+from voice.audio.wav import wav_bytes
 from voice.config import Settings
 from voice.core.dialog import Dialog
 from voice.core.events import (
@@ -26,12 +35,13 @@ from voice.core.events import (
     SpeechDiscarded,
     SpeechStarted,
     SpeechStopped,
+    Transcript,
     TurnEvent,
 )
 from voice.core.turns import TurnDetector
-from voice.errors import GatewayError
+from voice.errors import GatewayAuthError, GatewayError, PaymentRequired
 from voice.gateway.base import Gateway
-from voice.pipeline import Reply
+from voice.pipeline import Reply, Transcription
 from voice.transports.base import AudioSink, Emit
 from voice.vad import SpeechClassifier, WebRtcVad
 
@@ -43,6 +53,16 @@ class SessionLogger(logging.LoggerAdapter[logging.Logger]):
 
     def process(self, msg: Any, kwargs: MutableMapping[str, Any]) -> tuple[Any, Any]:
         return f"[{self.extra['session'] if self.extra else '-'}] {msg}", kwargs
+
+
+def caller_message(error: GatewayError) -> str:
+    """What the caller is told. Auth and payment details stay in the operator's log."""
+    ref = f" (request id {error.request_id})" if error.request_id else ""
+    if isinstance(error, GatewayAuthError):
+        return f"the gateway refused this service's credentials{ref}; tell the operator"
+    if isinstance(error, PaymentRequired):
+        return f"the gateway requires payment for this request (HTTP 402){ref}"
+    return error.message
 
 
 class Session:
@@ -76,21 +96,29 @@ class Session:
             preroll_ms=turn.preroll_ms,
             min_speech_ms=turn.min_speech_ms,
             max_turn_s=turn.max_turn_s,
+            logger=self.log,
         )
         self._reframer = Reframer(PIPELINE_RATE)
         self._resampler: Resampler | None = None
+        self._pending: list[Transcription] = []
         self._reply: Reply | None = None
         self._reply_task: asyncio.Task[None] | None = None
         self._response_ids = itertools.count(1)
 
     def set_input_rate(self, rate: int) -> None:
         """Caller audio arrives at ``rate`` from now on."""
-        self.input_rate = rate
-        self._resampler = None if rate == PIPELINE_RATE else Resampler(rate, PIPELINE_RATE)
+        if rate != self.input_rate:
+            self.input_rate = rate
+            self._resampler = None if rate == PIPELINE_RATE else Resampler(rate, PIPELINE_RATE)
 
     @property
-    def responding(self) -> bool:
-        return self._reply_task is not None and not self._reply_task.done()
+    def replying(self) -> bool:
+        """A response has started and not ended (its audio may be playing)."""
+        return self._reply is not None and self._reply.started and not self._reply_done
+
+    @property
+    def _reply_done(self) -> bool:
+        return self._reply_task is None or self._reply_task.done()
 
     async def feed(self, pcm: bytes) -> None:
         """Caller audio: PCM16 mono at ``input_rate``, any length (even)."""
@@ -106,47 +134,74 @@ class Session:
         reply, task = self._reply, self._reply_task
         if reply is None or task is None or task.done():
             return
-        heard = reply.heard_text() if reply.started else ""
+        reply.interrupted = reply.heard_text()
         self._sink.clear()
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
-        if reply.started:
-            self.dialog.add_assistant(heard)
-            self.log.info("interrupted; caller heard %d of %d chars", len(heard), len(reply.text))
-            self._emit(ResponseInterrupted(reply.response_id, heard))
-            self._emit(ResponseDone(reply.response_id, heard, "interrupted", reply.timings()))
 
     async def aclose(self) -> None:
-        """The caller is gone: cancel the reply and every request it has in flight."""
-        task = self._reply_task
-        if task is not None and not task.done():
+        """The caller is gone: cancel the reply, transcriptions and every request in flight."""
+        tasks: list[asyncio.Task[Any]] = [t.task for t in self._pending]
+        if self._reply_task is not None:
+            tasks.append(self._reply_task)
+        for task in tasks:
             task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._pending.clear()
 
     async def _on_turn_event(self, event: TurnEvent) -> None:
+        self._emit(event)
         match event:
             case SpeechStarted():
-                self._emit(event)
+                # Audible or not, the reply stops: the caller has more to say. One not yet
+                # heard keeps nothing, and its turns are answered with the next one.
                 await self.interrupt()
             case SpeechStopped():
-                self._emit(event)
-                await self.interrupt()
-                self.respond(event)
+                await self.respond(event)
             case SpeechDiscarded():
-                self._emit(event)
+                # A cough that withdrew a reply not yet heard: answer what is still open.
+                if self._reply_done and (self._pending or self.dialog.awaiting_reply):
+                    self._start_reply(vad_ms=0.0, declared=time.monotonic())
 
-    def respond(self, turn: SpeechStopped) -> None:
-        """Answer ``turn`` (normally called when the turn detector ends one)."""
+    async def respond(self, turn: SpeechStopped) -> None:
+        """The caller ended ``turn``: transcribe it and, unless it was cut, answer."""
+        self._transcribe(turn)
+        if not turn.cut:
+            await self.interrupt()
+            self._start_reply(
+                vad_ms=float(turn.at_ms - turn.speech_end_ms), declared=time.monotonic()
+            )
+
+    def _transcribe(self, turn: SpeechStopped) -> None:
+        item = Transcription(started=time.monotonic())
+        item.task = asyncio.create_task(self._run_transcription(turn.audio, item))
+        self._pending.append(item)
+
+    async def _run_transcription(self, audio: bytes, item: Transcription) -> str:
+        text = (await self._gateway.transcribe(wav_bytes(PcmFrame(audio, PIPELINE_RATE)))).strip()
+        item.ended = time.monotonic()
+        self._emit(Transcript(text))
+        return text
+
+    def _start_reply(self, *, vad_ms: float, declared: float) -> None:
+        pending = list(self._pending)
+
+        def commit() -> None:
+            # The reply has taken these turns over: they are answered, or failed with it.
+            self._pending = [t for t in self._pending if t not in pending]
+
         reply = Reply(
             response_id=f"resp_{next(self._response_ids)}",
-            turn=turn,
+            transcriptions=pending,
+            vad_ms=vad_ms,
+            declared=declared,
+            on_commit=commit,
             gateway=self._gateway,
             dialog=self.dialog,
             sink=self._sink,
             emit=self._emit,
             settings=self.settings.pipeline,
             voice=self.voice,
-            log=self.log,
         )
         self._reply = reply
         self._reply_task = asyncio.create_task(self._run_reply(reply))
@@ -154,22 +209,37 @@ class Session:
     async def _run_reply(self, reply: Reply) -> None:
         status: ResponseStatus = "completed"
         try:
-            await reply.run()
-        except* GatewayError as group:
-            error = group.exceptions[0]
-            assert isinstance(error, GatewayError)
-            self.log.warning("reply failed: %r", error)
-            self._emit(ErrorEvent(error.code, error.message))
-            status = "failed"
-        except* Exception:
-            self.log.exception("reply failed")
-            self._emit(ErrorEvent("internal_error", "the reply failed; the server log says why"))
-            status = "failed"
+            try:
+                await reply.run()
+            except* GatewayError as group:
+                error = group.exceptions[0]
+                assert isinstance(error, GatewayError)
+                self.log.warning("reply failed: %r", error)
+                self._emit(ErrorEvent(error.code, caller_message(error)))
+                status = "failed"
+            except* Exception:
+                self.log.exception("reply failed")
+                self._emit(
+                    ErrorEvent("internal_error", "the reply failed; the server log says why")
+                )
+                status = "failed"
+        except asyncio.CancelledError:
+            if reply.interrupted is None:
+                raise  # the session is closing, not a barge-in: nobody to tell
         if not reply.started:
             return
-        text = reply.text
+        if reply.interrupted is not None:
+            # Also when a child failed as the caller barged in: the barge-in is what counts.
+            kept = reply.interrupted
+            self.dialog.add_assistant(kept)
+            self.log.info("interrupted; caller heard %d of %d chars", len(kept), len(reply.text))
+            self._emit(ResponseInterrupted(reply.response_id, kept))
+            self._emit(ResponseDone(reply.response_id, kept, "interrupted", reply.timings()))
+            return
+        kept = reply.text
         if status == "failed":
-            text = reply.heard_text()
+            # The caller drops the audio it holds on a failed response.done (docs/protocol.md).
+            kept = reply.heard_text()
             self._sink.clear()
-            self.dialog.add_assistant(text)
-        self._emit(ResponseDone(reply.response_id, text, status, reply.timings()))
+        self.dialog.add_assistant(kept)
+        self._emit(ResponseDone(reply.response_id, kept, status, reply.timings()))

@@ -38,6 +38,11 @@ class Dialog:
         head = [ChatMessage("system", system)] if system else []
         return head + self._history
 
+    @property
+    def awaiting_reply(self) -> bool:
+        """The caller has the last word: a user message no reply has answered yet."""
+        return bool(self._history) and self._history[-1].role == "user"
+
     def add_user(self, text: str) -> None:
         self._add("user", text)
 

@@ -1,8 +1,10 @@
 """The native WebSocket transport at ``/v1/session``: PCM16 binary frames + JSON events.
 
-One writer task sends everything (events and paced audio share one ordered outbox), one
-pacing task feeds reply audio, and the handler's own loop reads the caller. Protocol:
-docs/protocol.md.
+The handler's own loop reads the caller. Reply audio leaves from the pacing task, straight
+onto the socket, so the playhead counts only audio really sent and a barge-in can clear
+everything else; events leave from a writer task with their own queue, so a burst of audio
+never delays or drops them. One lock keeps the two from interleaving inside a send.
+Protocol: docs/protocol.md.
 """
 
 from __future__ import annotations
@@ -32,8 +34,8 @@ from voice.transports.wire import (
 logger = logging.getLogger(__name__)
 
 DEFAULT_OUTPUT_RATE = 24_000
-OUTBOX_SIZE = 256
-"""Messages queued for a caller that reads slowly; past this its audio pacing waits."""
+EVENT_QUEUE = 1024
+"""Events queued for a caller whose socket is stuck; past this they are dropped, logged."""
 
 CLOSE_TIMEOUT_S = 2.0
 """How long queued events may take to reach a caller before the socket is dropped."""
@@ -64,12 +66,14 @@ class NativeSession:
         self._ws = websocket
         self._settings = settings
         self._observe = observe
-        self._outbox: asyncio.Queue[bytes | str | _Close | None] = asyncio.Queue(OUTBOX_SIZE)
+        self._events: asyncio.Queue[str | _Close | None] = asyncio.Queue(EVENT_QUEUE)
+        self._send_lock = asyncio.Lock()
         self._closing: _Close | None = None
         self._audio_started = False
+        self._dropped_events = 0
         self.playout = PacedPlayout(
             out_rate=DEFAULT_OUTPUT_RATE,
-            send=self._outbox.put,
+            send=self._send_audio,
             lead_ms=settings.pipeline.playout_lead_ms,
             max_queue_ms=settings.pipeline.audio_queue_ms,
         )
@@ -99,7 +103,7 @@ class NativeSession:
             # Let queued events (an error, the last response.done) go out, then close.
             try:
                 async with asyncio.timeout(CLOSE_TIMEOUT_S):
-                    await self._outbox.put(self._closing)
+                    await self._events.put(self._closing)
                     await writer
             except TimeoutError:
                 writer.cancel()
@@ -148,20 +152,23 @@ class NativeSession:
                 await self.session.interrupt()
 
     def _update(self, config: SessionConfig) -> None:
-        if config.input_audio is not None:
-            if self._audio_started and config.input_audio.sample_rate != self.session.input_rate:
-                raise ProtocolError(
-                    "input_audio can only change before the first audio frame",
-                    code="invalid_session_update",
-                )
-            self.session.set_input_rate(config.input_audio.sample_rate)
-        if config.output_audio is not None:
-            if self.session.responding:
-                raise ProtocolError(
-                    "output_audio cannot change while a response is playing",
-                    code="invalid_session_update",
-                )
-            self.playout.out_rate = config.output_audio.sample_rate
+        """Apply all of ``config`` or, if any part cannot apply now, none of it."""
+        new_in = config.input_audio.sample_rate if config.input_audio else None
+        new_out = config.output_audio.sample_rate if config.output_audio else None
+        if new_in not in (None, self.session.input_rate) and self._audio_started:
+            raise ProtocolError(
+                "input_audio can only change before the first audio frame",
+                code="invalid_session_update",
+            )
+        if new_out not in (None, self.playout.out_rate) and self.session.replying:
+            raise ProtocolError(
+                "output_audio cannot change while a response is playing",
+                code="invalid_session_update",
+            )
+        if new_in is not None:
+            self.session.set_input_rate(new_in)
+        if new_out is not None and new_out != self.playout.out_rate:
+            self.playout.out_rate = new_out
             self.playout.clear()
         if config.instructions is not None:
             self.session.dialog.instructions = config.instructions
@@ -179,25 +186,34 @@ class NativeSession:
 
     def _send_json(self, payload: dict[str, object]) -> None:
         try:
-            self._outbox.put_nowait(json.dumps(payload))
+            self._events.put_nowait(json.dumps(payload))
         except asyncio.QueueFull:
-            logger.warning("[%s] caller is not reading; event dropped", self.session.id)
+            self._dropped_events += 1
+            if self._dropped_events == 1:
+                logger.warning("[%s] caller's socket is stuck; dropping events", self.session.id)
 
     def _fail(self, error: VoiceError, code: int) -> None:
         """The session cannot go on: say why, then close with ``code`` once that is sent."""
         self.emit(ErrorEvent(error.code, error.message))
         self._closing = _Close(code, error.message[:120])
 
+    async def _send_audio(self, chunk: bytes) -> None:
+        try:
+            async with self._send_lock:
+                await self._ws.send_bytes(chunk)
+        except (WebSocketDisconnect, RuntimeError, OSError):
+            # The caller went away mid-reply; the reader sees the disconnect and cleans up.
+            pass
+
     async def _write(self) -> None:
         try:
-            while (item := await self._outbox.get()) is not None:
-                if isinstance(item, bytes):
-                    await self._ws.send_bytes(item)
-                elif isinstance(item, str):
-                    await self._ws.send_text(item)
-                else:
-                    await self._ws.close(code=item.code, reason=item.reason)
-                    return
+            while (item := await self._events.get()) is not None:
+                async with self._send_lock:
+                    if isinstance(item, str):
+                        await self._ws.send_text(item)
+                    else:
+                        await self._ws.close(code=item.code, reason=item.reason)
+                        return
         except (WebSocketDisconnect, RuntimeError, OSError):
             # The caller went away mid-send; the reader sees the disconnect and cleans up.
             return

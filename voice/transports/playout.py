@@ -115,17 +115,18 @@ class PacedPlayout:
         while True:
             await self._has_data.wait()
             while self._queue:
-                ahead = self._playhead.buffered_ms(self._clock())
-                if ahead > self._lead_ms:
-                    await asyncio.sleep((ahead - self._lead_ms + PACE_MS) / 1000.0)
+                over = self._playhead.buffered_ms(self._clock()) + self._frame_ms - self._lead_ms
+                if over > 0:
+                    await asyncio.sleep((over + PACE_MS) / 1000.0)
                     continue
                 chunk = self._queue.popleft()
                 self._has_space.set()
+                await self._send(self._encode(chunk) if self._encode else chunk)
+                # Counted once it has left: a frame still queued here can be cleared.
                 now = self._clock()
                 self._playhead.sent(self._frame_ms, now)
                 if self.first_sent_at is None:
                     self.first_sent_at = now
-                await self._send(self._encode(chunk) if self._encode else chunk)
             self._has_data.clear()
             self._idle.set()
 

@@ -99,7 +99,13 @@ def event_to_wire(event: SessionEvent) -> dict[str, Any]:
                 "discarded": False,
             }
         case SpeechDiscarded(at_ms=at):
-            return {"type": "input.speech_stopped", "turn_end_ms": at, "discarded": True}
+            return {
+                "type": "input.speech_stopped",
+                "audio_end_ms": None,
+                "turn_end_ms": at,
+                "cut": False,
+                "discarded": True,
+            }
         case Transcript(text=text):
             return {"type": "input.transcript", "text": text}
         case ResponseStarted(response_id=rid):
