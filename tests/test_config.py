@@ -5,7 +5,13 @@ import logging
 import pytest
 from pydantic import ValidationError
 
-from voice.config import Settings, parse_headers
+from voice.config import (
+    GatewaySettings,
+    PipelineSettings,
+    ServerSettings,
+    Settings,
+    parse_headers,
+)
 from voice.errors import ConfigError
 
 
@@ -49,6 +55,19 @@ def test_unusable_gateway_urls_are_refused_with_the_reason(url):
         Settings.from_env({"VOICE_GATEWAY_URL": url})
 
 
+@pytest.mark.parametrize(
+    "url", ["https://user:hunter2@gw.example/v1", "https://hunter2@gw.example", "user:hunter2@gw"]
+)
+def test_gateway_url_with_credentials_is_refused_without_echoing_them(url, caplog):
+    caplog.set_level(logging.DEBUG, "voice.config")
+    with pytest.raises(ConfigError, match="VOICE_GATEWAY_API_KEY") as caught:
+        Settings.from_env({"VOICE_GATEWAY_URL": url})
+    assert "VOICE_GATEWAY_HEADERS" in str(caught.value)
+    with pytest.raises(ValidationError) as invalid:
+        GatewaySettings(url=url)
+    assert "hunter2" not in str(caught.value) + str(invalid.value) + caplog.text
+
+
 def test_bad_values_name_the_setting():
     with pytest.raises(ConfigError, match="server.port"):
         Settings.from_env({"VOICE_PORT": "eighty"})
@@ -63,6 +82,37 @@ def test_api_key_is_hidden_in_reprs_and_errors():
     with pytest.raises(ConfigError) as caught:
         Settings.from_env({"VOICE_GATEWAY_API_KEY": "sk-secret-123", "VOICE_PORT": "x"})
     assert "sk-secret-123" not in str(caught.value)
+
+
+def test_extra_header_values_are_hidden_in_reprs():
+    settings = Settings.from_env({"VOICE_GATEWAY_HEADERS": "X-Payment: proof-77c1"})
+    assert settings.gateway.extra_headers == {"X-Payment": "proof-77c1"}
+    for shown in (repr(settings), str(settings), repr(settings.gateway), str(settings.gateway)):
+        assert "X-Payment" in shown and "proof-77c1" not in shown
+
+
+@pytest.mark.parametrize(("sessions", "lookahead"), [(200, 2), (10, 1), (10, 3), (1, 8)])
+def test_connection_pool_fits_every_session_replying_at_once(sessions, lookahead):
+    # A replying session holds one chat stream and up to lookahead + 1 speech streams.
+    env = {"VOICE_MAX_SESSIONS": str(sessions), "VOICE_TTS_LOOKAHEAD": str(lookahead)}
+    assert Settings.from_env(env).gateway.max_connections == sessions * (lookahead + 2)
+    sections = Settings(
+        gateway=GatewaySettings(url="http://gw/v1"),
+        server=ServerSettings(max_sessions=sessions),
+        pipeline=PipelineSettings(tts_lookahead=lookahead),
+    )
+    assert sections.gateway.max_connections == sessions * (lookahead + 2)
+    assert sections.gateway.url == "http://gw/v1"
+
+
+def test_an_explicit_connection_pool_size_wins():
+    env = {"VOICE_MAX_SESSIONS": "10", "VOICE_GATEWAY_MAX_CONNECTIONS": "7"}
+    assert Settings.from_env(env).gateway.max_connections == 7
+    given = Settings(gateway=GatewaySettings(max_connections=7), server={"max_sessions": 10})
+    assert given.gateway.max_connections == 7
+    with pytest.raises(ConfigError, match="gateway.max_connections"):
+        Settings.from_env({"VOICE_GATEWAY_MAX_CONNECTIONS": "0"})
+    assert Settings().gateway.max_connections == GatewaySettings().max_connections == 800
 
 
 def test_settings_are_frozen():

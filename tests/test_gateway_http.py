@@ -450,13 +450,24 @@ async def test_chat_connection_lost_mid_stream():
     assert isinstance(caught.value.__cause__, httpx.RemoteProtocolError)
 
 
-async def test_chat_ends_promptly_after_done_even_if_the_body_stalls(monkeypatch):
-    monkeypatch.setattr(http_module, "DRAIN_S", 20 * MS)
+async def test_chat_ends_promptly_after_done_even_if_the_body_stays_open():
+    # The pipeline sends a reply's last sentence to speech only when the chat stream ends.
     body = Body(sse(delta("x")), stall=True)
-    script = Script(streamed(body))
-    async with gateway(script) as gw:
-        assert await collect(gw.chat(MESSAGES)) == ["x"]
+    async with gateway(Script(streamed(body))) as gw:
+        stream = gw.chat(MESSAGES)
+        assert await anext(stream) == "x"
+        started = time.monotonic()
+        with pytest.raises(StopAsyncIteration):
+            await anext(stream)
+        assert time.monotonic() - started < 60 * MS
     assert body.closed
+
+
+async def test_chat_reads_a_body_that_ends_after_done_to_its_end():
+    body = Body(sse(delta("x")))  # the end of the body follows [DONE] at once
+    async with gateway(Script(streamed(body))) as gw:
+        assert await collect(gw.chat(MESSAGES)) == ["x"]
+    assert body.drained.is_set()  # read to its end, so its connection can be reused
 
 
 # -- speak ----------------------------------------------------------------------------------
@@ -635,6 +646,37 @@ async def test_the_api_key_never_leaks(caplog):
     assert caplog.records  # the paths above did log
 
 
+async def test_extra_header_values_never_leak(caplog):
+    for name in ("", "httpx", "httpcore", "voice"):
+        caplog.set_level(logging.DEBUG, logger=name)
+    proof, key = "x402-proof-NEVER-LOG-ME-77c1", "hk-NEVER-LOG-ME-0b3e"
+    headers = {"X-Payment": proof, "x-api-key": key, "X-Flag": "1"}
+    script = Script(
+        reply(401, openai_error(f"bad x-api-key {key}", f"bad_{key}")),
+        reply(402, json.dumps({"error": f"proof {proof} was rejected", "accepts": []})),
+        lambda _: streamed(Body(sse(delta("hi"), {"error": {"message": f"{proof} {key}"}}))),
+        httpx.ConnectError(f"proxy saw {proof}"),
+    )
+    errors: list[GatewayError] = []
+    gw = gateway(script, max_retries=0, extra_headers=headers)
+    for call in (gw.models, gw.models, lambda: collect(gw.chat(MESSAGES)), gw.models):
+        with pytest.raises(GatewayError) as caught:
+            await call()
+        errors.append(caught.value)
+    await gw.warm()
+    await gw.aclose()
+
+    assert all(r.headers["x-payment"] == proof for r in script.requests)
+    payment = errors[1]
+    assert isinstance(payment, PaymentRequired)
+    seen = [str(e) + repr(e) + (e.error_type or "") for e in errors]
+    for text in [*seen, payment.challenge, caplog.text]:
+        assert proof not in text and key not in text
+    assert "*** was rejected" in payment.challenge and '"accepts"' in payment.challenge
+    assert "HTTP 401" in str(errors[0])  # "1" is no secret: masking it would garble this
+    assert any("warming" in r.message for r in caplog.records)
+
+
 # -- a real socket --------------------------------------------------------------------------
 
 
@@ -702,3 +744,23 @@ async def test_over_a_real_socket_connections_are_reused_and_the_key_stays_secre
     assert caught.value.request_id == "req_real" and SECRET not in repr(caught.value)
     assert any(r.name.startswith("httpcore") for r in caplog.records)
     assert SECRET not in caplog.text
+
+
+async def test_the_connection_pool_holds_max_connections():
+    def respond(request_line: bytes, body: bytes) -> bytes:
+        if b"/v1/chat/completions" in request_line:
+            events = [sse(delta("Hello"), done=False), b"data: [DONE]\n\n"]
+            return http_response("200 OK", {"content-type": "text/event-stream"}, events)
+        return http_response("200 OK", {"content-type": "application/json"},
+                             [b'{"data": [{"id": "m"}]}'])  # fmt: skip
+
+    async with raw_server(respond) as (url, _):
+        settings = GatewaySettings(
+            url=url, max_connections=1, max_retries=0, connect_timeout_s=50 * MS
+        )
+        async with HttpGateway(settings) as gw:
+            async with contextlib.aclosing(gw.chat(MESSAGES)) as stream:
+                assert await anext(stream) == "Hello"  # the chat holds the one connection
+                with pytest.raises(GatewayTimeout, match="no gateway connection came free"):
+                    await gw.models()
+            assert await gw.models() == ["m"]

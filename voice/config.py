@@ -5,11 +5,19 @@ frozen, and passed down. Nothing else in `voice` reads the environment.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from voice.errors import ConfigError
 
@@ -20,7 +28,8 @@ PCM_RATES = (8_000, 16_000, 24_000, 48_000)
 
 
 class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # hide_input_in_errors: a rejected value may be a credential (a URL with a password).
+    model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
 
 
 class GatewaySettings(_Frozen):
@@ -39,7 +48,8 @@ class GatewaySettings(_Frozen):
     llm_max_tokens: int | None = Field(default=300, gt=0)
     llm_temperature: float | None = Field(default=None, ge=0, le=2)
     extra_headers: dict[str, str] = Field(default_factory=dict)
-    """Sent on every request (a pipeline id, a payment proof, ...)."""
+    """Sent on every request (a pipeline id, a payment proof, ...); the repr shows only
+    their names, as values may be credentials."""
     connect_timeout_s: float = Field(default=5.0, gt=0)
     asr_timeout_s: float = Field(default=30.0, gt=0)
     llm_timeout_s: float = Field(default=30.0, gt=0)
@@ -47,12 +57,20 @@ class GatewaySettings(_Frozen):
     tts_timeout_s: float = Field(default=30.0, gt=0)
     max_retries: int = Field(default=2, ge=0, le=5)
     retry_backoff_s: float = Field(default=0.2, ge=0)
-    max_connections: int = Field(default=200, gt=0)
+    max_connections: int = Field(
+        default_factory=lambda: pool_size(ServerSettings(), PipelineSettings()), gt=0
+    )
+    """Size of the HTTP connection pool. Unless set, :class:`Settings` sizes it with
+    :func:`pool_size` for its own server and pipeline sections."""
 
     @field_validator("url")
     @classmethod
     def _normalise_url(cls, url: str | None) -> str | None:
         return None if url is None or not url.strip() else normalise_gateway_url(url)
+
+    def __repr_args__(self) -> Iterable[tuple[str | None, Any]]:
+        for name, value in super().__repr_args__():
+            yield name, ({k: "***" for k in value} if name == "extra_headers" else value)
 
 
 class TurnSettings(_Frozen):
@@ -96,11 +114,36 @@ class ServerSettings(_Frozen):
     """Largest binary frame a caller may send (1 s of 16 kHz PCM16 is 32 KiB)."""
 
 
+def pool_size(server: ServerSettings, pipeline: PipelineSettings) -> int:
+    """Gateway connections for ``max_sessions`` sessions replying at once: each holds one
+    chat stream and up to ``tts_lookahead + 1`` speech streams."""
+    return server.max_sessions * (pipeline.tts_lookahead + 2)
+
+
 class Settings(_Frozen):
     gateway: GatewaySettings = GatewaySettings()
     turn: TurnSettings = TurnSettings()
     pipeline: PipelineSettings = PipelineSettings()
     server: ServerSettings = ServerSettings()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _size_the_pool(cls, data: Any) -> Any:
+        """Fill in ``gateway.max_connections`` from the other sections unless it was given."""
+        if not isinstance(data, Mapping):
+            return data
+        gateway = data.get("gateway", {})
+        if isinstance(gateway, GatewaySettings):
+            gateway = {name: getattr(gateway, name) for name in gateway.model_fields_set}
+        if not isinstance(gateway, Mapping) or "max_connections" in gateway:
+            return data
+        try:
+            server = ServerSettings.model_validate(data.get("server", {}))
+            pipeline = PipelineSettings.model_validate(data.get("pipeline", {}))
+        except ValidationError:
+            return data  # validating the sections themselves reports it, with its location
+        gateway = {**gateway, "max_connections": pool_size(server, pipeline)}
+        return {**data, "gateway": gateway}
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], **overrides: dict[str, Any]) -> Settings:
@@ -134,6 +177,7 @@ ENV_VARS: dict[str, tuple[str, str]] = {
     "VOICE_ASR_LANGUAGE": ("gateway", "asr_language"),
     "VOICE_LLM_MAX_TOKENS": ("gateway", "llm_max_tokens"),
     "VOICE_GATEWAY_MAX_RETRIES": ("gateway", "max_retries"),
+    "VOICE_GATEWAY_MAX_CONNECTIONS": ("gateway", "max_connections"),
     "VOICE_VAD_AGGRESSIVENESS": ("turn", "vad_aggressiveness"),
     "VOICE_TURN_HANGOVER_MS": ("turn", "hangover_ms"),
     "VOICE_INSTRUCTIONS": ("pipeline", "instructions"),
@@ -147,10 +191,18 @@ ENV_VARS: dict[str, tuple[str, str]] = {
 
 
 def normalise_gateway_url(url: str) -> str:
-    """``https://gw.example/`` → ``https://gw.example/v1``; logs what it changed."""
+    """``https://gw.example/`` → ``https://gw.example/v1``; logs what it changed.
+
+    Refuses credentials in the URL (``user:pass@``): a URL is logged, and shown in reprs.
+    """
     original = url
     url = url.strip().rstrip("/")
     parts = urlsplit(url)
+    if "@" in parts.netloc or ("@" in url and not parts.netloc):
+        raise ValueError(
+            "gateway URL must not carry credentials (user:password@): "
+            "put an API key in VOICE_GATEWAY_API_KEY, other credentials in VOICE_GATEWAY_HEADERS"
+        )
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise ValueError(f"gateway URL must be http(s)://host[:port]/v1, got {original!r}")
     if parts.query or parts.fragment:

@@ -13,8 +13,10 @@ request was sent. Only ``retryable`` errors are retried, at most ``max_retries``
 exponential backoff and jitter; a ``Retry-After`` over :data:`MAX_RETRY_AFTER_S` is raised
 instead of waited out; 402 is never retried.
 
-The API key sits only in the client's default headers: we log no headers, and any gateway
-text quoted in an error message has the key redacted.
+The API key and the extra headers sit only in the client's default headers: we log no
+headers, and any gateway text quoted in an error message or a log line, or kept as a 402
+challenge, has the key and every header value (of :data:`MIN_MASKED` characters or more)
+masked.
 """
 
 from __future__ import annotations
@@ -61,9 +63,14 @@ WARM_INTERVAL_S = 30.0
 KEEPALIVE_EXPIRY_S = 60.0
 """Idle pooled connections live this long: longer than :data:`WARM_INTERVAL_S`, so warming
 between sessions keeps the pool open."""
-DRAIN_S = 0.25
-"""After ``[DONE]``, how long we read on to the end of the body: a body read to its end
-hands its connection back to the pool instead of closing it."""
+DRAIN_S = 0.02
+"""After ``[DONE]``, how long we read on to the end of the body before ending the chat
+stream (the reply's last sentence goes to speech only then). A body read to its end hands
+its connection back to the pool; the end normally follows ``[DONE]`` at once, so this only
+bounds the wait for a gateway that holds the body open, whose connection is then closed."""
+MIN_MASKED = 4
+"""Extra header values shorter than this are not masked: no credential is that short, and
+masking ``1`` or ``v1`` would garble ``HTTP 401`` or ``/v1/models``."""
 ERROR_BODY_LIMIT = 64 * 1024
 """Bytes of a non-2xx body we read (and keep as a 402 challenge)."""
 
@@ -98,11 +105,14 @@ class HttpGateway:
         if settings.url is None:
             raise ConfigError("HttpGateway needs a gateway URL (VOICE_GATEWAY_URL)")
         self._settings = settings
-        self._secret = settings.api_key.get_secret_value() if settings.api_key else ""
+        key = settings.api_key.get_secret_value() if settings.api_key else ""
         headers = {"User-Agent": f"voice/{_VERSION}"}
-        if self._secret:
-            headers["Authorization"] = f"Bearer {self._secret}"
+        if key:
+            headers["Authorization"] = f"Bearer {key}"
         headers.update(settings.extra_headers)
+        masked = {v for v in settings.extra_headers.values() if len(v) >= MIN_MASKED}
+        # Longest first, so a secret that contains another is masked whole.
+        self._secrets = sorted(masked | ({key} if key else set()), key=len, reverse=True)
         limits = httpx.Limits(
             max_connections=settings.max_connections,
             max_keepalive_connections=settings.max_connections,
@@ -376,7 +386,9 @@ class HttpGateway:
         if isinstance(error, RateLimited):
             error.retry_after = retry_after
         if isinstance(error, PaymentRequired):
-            error.challenge = text  # verbatim: the caller may need to answer it
+            # Verbatim but for our secrets: the caller may need to answer it, and may not be
+            # the party that configured the headers (a rejected payment proof is echoed).
+            error.challenge = self._redact(text)
         return error
 
     def _stream_error(
@@ -444,7 +456,10 @@ class HttpGateway:
         )
 
     def _redact(self, text: str) -> str:
-        return text.replace(self._secret, "***") if self._secret else text
+        """``text`` with the API key and the extra header values masked."""
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
+        return text
 
 
 async def _drain(chunks: AsyncIterator[bytes]) -> None:
