@@ -127,7 +127,7 @@ class RateLimited(GatewayError):
 
 
 class PaymentRequired(GatewayError):
-    """402: the gateway wants payment (x402). ``challenge`` is the body, kept verbatim."""
+    """402: the gateway wants payment (x402). ``challenge`` is the body, credentials masked."""
 
     code = "payment_required"
 
