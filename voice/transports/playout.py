@@ -53,24 +53,35 @@ class PacedPlayout:
         self._idle = asyncio.Event()
         self._idle.set()
         self._playhead = Playhead()
+        self._accepting = True
         self._reframer = Reframer(out_rate, frame_ms)
         self._resamplers: dict[int, Resampler] = {}
         self.first_sent_at: float | None = None
         """Clock time the current response's first frame left; None until it has."""
 
     async def write(self, frame: PcmFrame) -> None:
-        """Queue reply audio (any rate); waits while the queue is full."""
+        """Queue reply audio (any rate); waits while the queue is full.
+
+        After ``clear()`` writes are dropped until the next ``start_response()``: a reply
+        being cancelled may still hand over a frame or two before its tasks see the cancel.
+        """
+        if not self._accepting:
+            return
         pcm = self._resample(frame)
         for out in self._reframer.push(pcm):
             while len(self._queue) >= self._max_frames:
                 self._has_space.clear()
                 await self._has_space.wait()
+            if not self._accepting:
+                return
             self._queue.append(out.pcm)
             self._idle.clear()
             self._has_data.set()
 
     async def finish(self) -> None:
         """End of the response's audio: send the last partial frame, wait until all is sent."""
+        if not self._accepting:
+            return
         for resampler in self._resamplers.values():
             tail = resampler.flush()
             if tail:
@@ -94,6 +105,7 @@ class PacedPlayout:
 
     def clear(self) -> None:
         """Drop queued audio now; the caller is told to drop what it holds (barge-in)."""
+        self._accepting = False
         self._queue.clear()
         self._resamplers.clear()
         self._reframer = Reframer(self.out_rate, self._frame_ms)
@@ -104,6 +116,7 @@ class PacedPlayout:
     def start_response(self) -> None:
         """A new reply starts: played position and first-send time count from here."""
         self._playhead.reset()
+        self._accepting = True
         self.first_sent_at = None
 
     def played_ms(self) -> float:
