@@ -216,3 +216,32 @@ async def test_sessions_past_the_limit_are_refused_and_others_go_on():
             metrics = (await client.get("/metrics")).text
         assert "voice_sessions_active 1" in metrics
         assert "voice_sessions_rejected_total 1" in metrics
+
+
+async def test_response_cancel_stops_the_reply_like_a_barge_in():
+    sample = recording("q01_what_time.wav")
+    async with stack() as (url, simulated), connect(url) as ws:
+        await events_until(ws, "session.created")
+
+        async def speak():
+            step = 640
+            for i in range(0, len(sample.pcm) + 100 * step, step):
+                await ws.send(sample.pcm[i : i + step] or bytes(step))
+                await asyncio.sleep(20 * MS)
+
+        sender = asyncio.create_task(speak())
+        try:
+            async with asyncio.timeout(20 * 1000 * MS):
+                while True:
+                    message = await ws.recv()
+                    if isinstance(message, bytes):  # reply audio is playing: cancel it
+                        await ws.send(json.dumps({"type": "response.cancel"}))
+                        break
+            events = await events_until(ws, "response.done")
+        finally:
+            sender.cancel()
+            await asyncio.gather(sender, return_exceptions=True)
+    (interrupted,) = [e for e in events if e["type"] == "response.interrupted"]
+    assert REPLY.startswith(interrupted["heard_text"])
+    assert events[-1]["status"] == "interrupted"
+    assert sum(simulated.in_flight.values()) == 0

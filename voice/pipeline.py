@@ -131,11 +131,6 @@ class Reply:
         self._now = clock
         self._heard = HeardText()
 
-    @property
-    def audible(self) -> bool:
-        """Reply audio has reached the caller: talking now is a barge-in."""
-        return self.started and self._sink.first_sent_at is not None
-
     def heard_text(self) -> str:
         return self._heard.heard(self._sink.played_ms()) if self.started else ""
 
@@ -146,7 +141,7 @@ class Reply:
         return self.clock.timings()
 
     async def run(self) -> None:
-        """Answer, play, and return the text to keep. Gateway errors propagate to the owner."""
+        """Answer the open turns and play the reply. Gateway errors propagate to the owner."""
         user_text = await self._collect_transcripts()
         if user_text:
             self._dialog.add_user(user_text)
@@ -156,6 +151,7 @@ class Reply:
         self._sink.start_response()
         self._emit(ResponseStarted(self.response_id))
 
+        # Unbounded in type, bounded in fact: a job enters only with a slot.
         jobs: asyncio.Queue[_SpeechJob | None] = asyncio.Queue()
         # One slot per sentence being fetched or played: the playing one plus the look-ahead.
         slots = asyncio.Semaphore(self._settings.tts_lookahead + 1)
