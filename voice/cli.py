@@ -1,4 +1,4 @@
-"""`voice serve | gateway | call`: the only place that reads arguments and the environment."""
+"""`voice serve | gateway | call | bench`: the one place that reads arguments and environment."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from voice.bench.command import add_parser as add_bench
 from voice.config import Settings
 from voice.errors import VoiceError
 
@@ -78,6 +79,8 @@ def _parser() -> argparse.ArgumentParser:
     call.add_argument("--instructions", help="system prompt for this session")
     call.add_argument("--timeout", type=float, default=60.0, help="seconds to wait")
     call.set_defaults(run=_call)
+
+    add_bench(commands)
     return parser
 
 

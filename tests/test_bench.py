@@ -1,0 +1,57 @@
+"""`voice bench` end to end: a small run against a real server and the simulated gateway,
+checked against the latencies the gateway was told to simulate."""
+
+import json
+
+from tests.stack import REPLY, SIMULATION, stack
+from voice.bench.report import table, write_html, write_json
+from voice.bench.runner import run_bench
+from voice.bench.workload import Workload, load_recordings
+from voice.cli import main
+
+HANGOVER_MS = 500  # TurnSettings.hangover_ms default
+FIRST_SENTENCE_TOKENS = len("Sure, here is the answer.".split())
+
+
+async def test_small_bench_is_consistent_with_the_simulated_latencies(tmp_path):
+    recordings = load_recordings()
+    workload = Workload(sessions=2, turns=2, think_s=0.2, barge_in_every=2, ramp_per_s=4)
+    snapshots = []
+    async with stack() as (url, simulated):
+        result = await run_bench(url, workload, recordings, progress=snapshots.append)
+    floor = (
+        HANGOVER_MS
+        + SIMULATION.asr_ms
+        + SIMULATION.ttft_ms
+        + (FIRST_SENTENCE_TOKENS - 1) * SIMULATION.ms_per_token
+        + SIMULATION.tts_ttfb_ms
+    )
+    assert len(result.turns) == 4
+    assert not result.errors()
+    for turn in result.turns:
+        assert turn.voice_to_voice_ms >= floor, turn
+        assert turn.server["first_audio_ms"] is not None
+        # The caller hears the reply after the server sent it, never before.
+        assert turn.voice_to_voice_ms + 30 >= turn.server["first_audio_ms"] - turn.server["vad_ms"]
+    barge_ins = [t for t in result.turns if t.barge_in_stop_ms is not None]
+    assert len(barge_ins) == 2
+    # The server acts after start_ms (100 ms) of voiced frames; its VAD may flag the onset
+    # a frame or two before the energy onset the bench measures from, so allow for that.
+    assert all(50 <= t.barge_in_stop_ms < 1000 for t in barge_ins), barge_ins
+    assert snapshots and snapshots[-1].turns_done == 4
+    assert sum(simulated.in_flight.values()) == 0
+
+    write_json(result, tmp_path / "bench.json")
+    write_html(result, tmp_path / "bench.html")
+    saved = json.loads((tmp_path / "bench.json").read_text())
+    assert saved["summary"]["voice_to_voice_ms"]["count"] == 4
+    page = (tmp_path / "bench.html").read_text()
+    assert "<svg" in page and "voice-to-voice p50" in page
+    assert "voice_to_voice_ms (at the caller)" in table(result)
+    assert REPLY  # the stack's scripted reply, heard in every turn
+
+
+def test_bench_command_reports_a_server_that_is_not_there(tmp_path, capsys):
+    code = main(["bench", "ws://127.0.0.1:9/v1/session", "--turns", "1", "--think", "0"])
+    assert code == 1
+    assert "connect_failed" in capsys.readouterr().out
