@@ -114,6 +114,56 @@ class ServerSettings(_Frozen):
     """Largest binary frame a caller may send (1 s of 16 kHz PCM16 is 32 KiB)."""
 
 
+DTMF_DIGITS = "0123456789*#ABCD"
+
+
+class TelephonySettings(_Frozen):
+    """Carrier media streams (Twilio at ``/v1/twilio``, Telnyx at ``/v1/telnyx``)."""
+
+    public_url: str | None = None
+    """Base URL callers' carriers reach this service at (``https://voice.example.com``),
+    for TwiML stream URLs and signature checks behind a proxy; ``None`` uses the request's
+    own Host header."""
+    twilio_auth_token: SecretStr | None = None
+    """When set, ``X-Twilio-Signature`` is checked on the TwiML request and the stream
+    handshake, and what does not match is refused with 403."""
+    telnyx_stream_token: SecretStr | None = None
+    """When set, the Telnyx handshake must carry it in ``x-telnyx-streaming-auth-token``."""
+    lead_ms: int = Field(default=300, ge=40, le=5000)
+    """Reply audio sent to the carrier and not yet played there (its mark not echoed), at
+    most. Covers the network round trip; a barge-in's ``clear`` drops it at the far end."""
+    chunk_ms: int = Field(default=20, ge=20, le=1000)
+    """Reply audio per outbound media message; a mark follows each, so this is also the
+    granularity of the played position."""
+    jitter_frames: int = Field(default=3, ge=0, le=25)
+    """Early frames held while waiting for a missing one before it is filled with silence."""
+    interrupt_digit: str | None = "*"
+    """A DTMF key that stops the reply as a barge-in would; ``none`` disables it."""
+
+    @field_validator("public_url")
+    @classmethod
+    def _check_public_url(cls, url: str | None) -> str | None:
+        if url is None or not url.strip():
+            return None
+        url = url.strip().rstrip("/")
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError(f"public URL must be http(s)://host[:port][/prefix], got {url!r}")
+        if parts.query or parts.fragment or "@" in parts.netloc:
+            raise ValueError("public URL must not carry credentials, a query or a fragment")
+        return url
+
+    @field_validator("interrupt_digit")
+    @classmethod
+    def _check_digit(cls, digit: str | None) -> str | None:
+        if digit is None or digit.strip().lower() in ("", "none"):
+            return None
+        digit = digit.strip().upper()
+        if len(digit) != 1 or digit not in DTMF_DIGITS:
+            raise ValueError(f"interrupt digit must be one of {DTMF_DIGITS} or 'none'")
+        return digit
+
+
 def pool_size(server: ServerSettings, pipeline: PipelineSettings) -> int:
     """Gateway connections for ``max_sessions`` sessions replying at once: each holds one
     chat stream and up to ``tts_lookahead + 1`` speech streams."""
@@ -125,6 +175,7 @@ class Settings(_Frozen):
     turn: TurnSettings = TurnSettings()
     pipeline: PipelineSettings = PipelineSettings()
     server: ServerSettings = ServerSettings()
+    telephony: TelephonySettings = TelephonySettings()
 
     @model_validator(mode="before")
     @classmethod
@@ -186,6 +237,13 @@ ENV_VARS: dict[str, tuple[str, str]] = {
     "VOICE_HOST": ("server", "host"),
     "VOICE_PORT": ("server", "port"),
     "VOICE_MAX_SESSIONS": ("server", "max_sessions"),
+    "VOICE_PUBLIC_URL": ("telephony", "public_url"),
+    "VOICE_TWILIO_AUTH_TOKEN": ("telephony", "twilio_auth_token"),
+    "VOICE_TELNYX_STREAM_TOKEN": ("telephony", "telnyx_stream_token"),
+    "VOICE_TELEPHONY_LEAD_MS": ("telephony", "lead_ms"),
+    "VOICE_TELEPHONY_CHUNK_MS": ("telephony", "chunk_ms"),
+    "VOICE_TELEPHONY_JITTER_FRAMES": ("telephony", "jitter_frames"),
+    "VOICE_DTMF_INTERRUPT_DIGIT": ("telephony", "interrupt_digit"),
 }
 """Every environment variable `voice` reads, and the setting it fills."""
 
