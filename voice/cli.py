@@ -27,6 +27,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     # httpx logs every request at INFO: one line per sentence per session drowns the rest.
     logging.getLogger("httpx").setLevel(logging.DEBUG if args.verbose else logging.WARNING)
+    # faster-whisper logs every transcription's duration at INFO: one line per turn.
+    logging.getLogger("faster_whisper").setLevel(logging.DEBUG if args.verbose else logging.WARNING)
     try:
         result: int = args.run(args)
         return result
@@ -57,7 +59,9 @@ def _parser() -> argparse.ArgumentParser:
         "gateway", help="serve a gateway as OpenAI-compatible HTTP routes"
     )
     gateway.add_argument(
-        "--simulate", action="store_true", help="scripted latencies instead of real models"
+        "--simulate",
+        action="store_true",
+        help="scripted latencies instead of the embedded local engines (the default)",
     )
     gateway.add_argument("--host", default="127.0.0.1")
     gateway.add_argument("--port", type=int, default=8081)
@@ -104,12 +108,17 @@ def _serve(args: argparse.Namespace) -> int:
     from voice.server import create_app
 
     settings = _settings(args)
+    if settings.gateway.url is None:
+        log.info(
+            "no gateway URL (VOICE_GATEWAY_URL / --gateway-url): using the embedded local "
+            "engines (Whisper base, SmolLM2-135M, hibari); they load before the first caller"
+        )
     app = create_app(settings)
     log.info(
         "voice serving ws://%s:%d/v1/session with gateway %s",
         settings.server.host,
         settings.server.port,
-        settings.gateway.url,
+        settings.gateway.url or "local (embedded engines)",
     )
     uvicorn.run(
         app,
@@ -128,12 +137,7 @@ def _gateway(args: argparse.Namespace) -> int:
     from voice.gateway.server import create_gateway_app
 
     if not args.simulate:
-        print(
-            "voice gateway: only --simulate is available; the embedded local engines "
-            "arrive with the `local` extra",
-            file=sys.stderr,
-        )
-        return 2
+        return _serve_local_gateway(args)
     from voice.gateway.simulated import SimulatedGateway, SimulationSettings
 
     knobs: dict[str, Any] = {
@@ -146,6 +150,23 @@ def _gateway(args: argparse.Namespace) -> int:
     simulation = SimulationSettings(**{k: v for k, v in knobs.items() if v is not None})
     app = create_gateway_app(SimulatedGateway(simulation), api_key=args.api_key)
     log.info("simulated gateway on http://%s:%d/v1 (%s)", args.host, args.port, simulation)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    return 0
+
+
+def _serve_local_gateway(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from voice.gateway.engines import MODEL_IDS, shared_engines
+    from voice.gateway.local import LocalGateway
+    from voice.gateway.server import create_gateway_app
+
+    # VOICE_LLM_MAX_TOKENS, VOICE_ASR_LANGUAGE, ... apply; a VOICE_GATEWAY_URL does not.
+    settings = Settings.from_env(os.environ)
+    gateway = LocalGateway.from_settings(settings.gateway)  # names the extra if it is missing
+    shared_engines()  # load now: a broken install fails here, and no request waits for it
+    app = create_gateway_app(gateway, api_key=args.api_key)
+    log.info("local gateway on http://%s:%d/v1 (%s)", args.host, args.port, ", ".join(MODEL_IDS))
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
     return 0
 
