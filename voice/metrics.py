@@ -46,6 +46,8 @@ class Metrics:
         self.turns = 0
         self.responses: Counter[str] = Counter()
         self.errors: Counter[str] = Counter()
+        self.telephony_dropped: Counter[str] = Counter()
+        """Carrier messages dropped as unusable, by kind (see docs/telephony.md)."""
         self.timings = {name: Histogram() for name in TIMINGS}
 
     def observe(self, event: SessionEvent) -> None:
@@ -85,6 +87,14 @@ class Metrics:
             "# TYPE voice_errors_total counter",
         ]
         out += [f'voice_errors_total{{code="{c}"}} {n}' for c, n in self.errors.items()]
+        out += [
+            "# HELP voice_telephony_dropped_total Carrier messages dropped as unusable, by kind.",
+            "# TYPE voice_telephony_dropped_total counter",
+        ]
+        out += [
+            f'voice_telephony_dropped_total{{kind="{k}"}} {n}'
+            for k, n in self.telephony_dropped.items()
+        ]
         for name, hist in self.timings.items():
             metric = f"voice_turn_{name.removesuffix('_ms')}_milliseconds"
             out += [

@@ -24,6 +24,7 @@ from starlette.websockets import WebSocket
 from voice.config import Settings
 from voice.gateway.base import Gateway
 from voice.metrics import Metrics
+from voice.telephony_routes import telephony_routes
 from voice.transports.native_ws import CLOSE_TRY_AGAIN, NativeSession
 
 logger = logging.getLogger(__name__)
@@ -72,6 +73,7 @@ def create_app(settings: Settings, *, gateway: Gateway | None = None) -> Starlet
     app = Starlette(
         routes=[
             WebSocketRoute("/v1/session", _session),
+            *telephony_routes(),
             Route("/health", _health),
             Route("/ready", _ready),
             Route("/metrics", _metrics),

@@ -131,6 +131,13 @@ class ErrorEvent:
     message: str
 
 
+@dataclass(frozen=True, slots=True)
+class DtmfReceived:
+    """The caller pressed a telephone key (``0-9``, ``*``, ``#``, ``A-D``)."""
+
+    digit: str
+
+
 TurnEvent = SpeechStarted | SpeechStopped | SpeechDiscarded
 SessionEvent = (
     SpeechStarted
@@ -143,4 +150,5 @@ SessionEvent = (
     | ResponseInterrupted
     | ResponseDone
     | ErrorEvent
+    | DtmfReceived
 )

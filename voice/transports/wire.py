@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 from voice.config import PCM_RATES
 from voice.core.events import (
     AudioDone,
+    DtmfReceived,
     ErrorEvent,
     ResponseDone,
     ResponseInterrupted,
@@ -126,3 +127,5 @@ def event_to_wire(event: SessionEvent) -> dict[str, Any]:
             }
         case ErrorEvent(code=code, message=message):
             return {"type": "error", "code": code, "message": message}
+        case DtmfReceived(digit=digit):
+            return {"type": "input.dtmf", "digit": digit}

@@ -1,0 +1,85 @@
+"""A voice server on 127.0.0.1 for carrier tests, with a gateway that remembers what it was
+asked (the simulated gateway over real HTTP, as in tests/stack.py) and metrics that remember
+every event, so a test can see what the dialog kept and which events a call produced.
+"""
+
+import asyncio
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+
+from tests.samples import manifest, recording
+from tests.servers import serve_app
+from tests.stack import SIMULATION
+from tests.timing import MS
+from voice.audio.frames import PcmFrame
+from voice.config import Settings
+from voice.gateway.server import create_gateway_app
+from voice.gateway.simulated import SimulatedGateway
+from voice.metrics import Metrics
+from voice.server import create_app
+
+
+class RecordingGateway(SimulatedGateway):
+    """Keeps the messages of every chat request: the dialog as the model sees it."""
+
+    def __init__(self, settings):
+        super().__init__(settings)
+        self.chats = []
+
+    def chat(self, messages):
+        self.chats.append([{"role": m.role, "content": m.content} for m in messages])
+        return super().chat(messages)
+
+
+class RecordingMetrics(Metrics):
+    def __init__(self):
+        super().__init__()
+        self.events = []
+
+    def observe(self, event):
+        self.events.append(event)
+        super().observe(event)
+
+
+@dataclass
+class Stack:
+    ws: str
+    """``ws://127.0.0.1:PORT``"""
+    http: str
+    gateway: RecordingGateway
+    metrics: RecordingMetrics
+    settings: Settings = field(repr=False)
+
+    async def until(self, predicate, timeout_s=20.0):
+        """Wait for server-side state to satisfy ``predicate``."""
+        async with asyncio.timeout(timeout_s * 1000 * MS):
+            while not predicate():  # noqa: ASYNC110  # server-owned state
+                await asyncio.sleep(10 * MS)
+
+    async def idle(self):
+        """Every gateway request has ended."""
+        await self.until(lambda: sum(self.gateway.in_flight.values()) == 0, 5)
+
+
+@asynccontextmanager
+async def telephony_stack(simulation=SIMULATION, **sections):
+    gateway = RecordingGateway(simulation)
+    async with serve_app(create_gateway_app(gateway)) as gateway_url:
+        sections.setdefault("gateway", {})["url"] = gateway_url
+        settings = Settings.model_validate(sections)
+        app = create_app(settings)
+        metrics = RecordingMetrics()
+        app.state.voice.metrics = metrics
+        async with serve_app(app) as url:
+            yield Stack(url.replace("http", "ws", 1), url, gateway, metrics, settings)
+
+
+def speech(name: str, tail_s: float = 0.1) -> PcmFrame:
+    """A sample cut just after its speech ends: the caller's silence follows by itself."""
+    frame = recording(name)
+    end = round((manifest()[name]["speech_end_s"] + tail_s) * frame.sample_rate) * 2
+    return PcmFrame(frame.pcm[:end], frame.sample_rate)
+
+
+def onset_s(name: str) -> float:
+    return manifest()[name]["speech_start_s"]

@@ -1,0 +1,234 @@
+"""Reply audio towards a carrier that echoes marks: paced by what the far end has played.
+
+The carrier (Twilio, Telnyx) buffers what we send and plays it in order. After every chunk
+we send a ``mark``; the carrier echoes it when the chunk has played. So the far end never
+holds more than ``lead_ms`` we have not heard back about, the played position is exact to a
+chunk (:class:`~voice.core.marks.MarkLedger`), and a barge-in sends ``clear``, which drops
+that lead at the far end while everything behind it is dropped here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import Protocol
+
+from voice.audio.frames import SAMPLE_WIDTH, PcmFrame
+from voice.audio.resample import Resampler
+from voice.core.marks import MarkLedger
+from voice.transports.codecs import Codec
+
+logger = logging.getLogger(__name__)
+
+MARK_GRACE_S = 2.0
+"""How late a mark's echo may be, past its audio's play-out, before we stop waiting for it."""
+
+
+class CarrierMessages(Protocol):
+    """The three messages a carrier takes from us, as JSON text, bound to one stream."""
+
+    def media(self, payload: bytes) -> str: ...
+
+    def mark(self, name: str) -> str: ...
+
+    def clear(self) -> str: ...
+
+
+class MarkedPlayout:
+    """An :class:`~voice.transports.base.AudioSink` whose played position comes from marks.
+
+    ``write`` resamples reply audio to the codec's rate, cuts it into ``chunk_ms`` chunks and
+    encodes them; ``run()`` (a task the transport owns) sends each chunk and a mark after it
+    while less than ``lead_ms`` is unacknowledged; ``on_mark`` takes the carrier's echoes.
+    """
+
+    def __init__(
+        self,
+        *,
+        codec: Codec,
+        messages: CarrierMessages,
+        send: Callable[[str], Awaitable[None]],
+        lead_ms: int,
+        chunk_ms: int = 20,
+        max_queue_ms: int = 10_000,
+        grace_s: float = MARK_GRACE_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.codec = codec
+        self._messages = messages
+        self._send = send
+        self._lead_ms = lead_ms
+        self._chunk_ms = chunk_ms
+        self._chunk_pcm = codec.rate * chunk_ms // 1000 * SAMPLE_WIDTH
+        self._max_chunks = max(1, max_queue_ms // chunk_ms)
+        self._clock = clock
+        self._ledger = MarkLedger(grace_s=grace_s)
+        self._queue: deque[tuple[str, float]] = deque()
+        """Media messages ready to send, with their audio's duration in ms."""
+        self._pcm = bytearray()
+        """Resampled audio short of a whole chunk, waiting for more."""
+        self._resamplers: dict[int, Resampler] = {}
+        self._accepting = True
+        self._clear_due = False
+        self._wake = asyncio.Event()
+        self._has_space = asyncio.Event()
+        self._has_space.set()
+        self._sent_all = asyncio.Event()
+        self._sent_all.set()
+        self._played_all = asyncio.Event()
+        self._played_all.set()
+        self._timer: asyncio.TimerHandle | None = None
+        self._warned = False
+        self.first_sent_at: float | None = None
+        """Clock time the current response's first chunk left; None until it has."""
+
+    # -- AudioSink -------------------------------------------------------------------------
+
+    async def write(self, frame: PcmFrame) -> None:
+        """Queue reply audio (any rate); waits while ``max_queue_ms`` is queued.
+
+        After ``clear()`` writes are dropped until the next ``start_response()``.
+        """
+        if not self._accepting:
+            return
+        self._pcm += self._resample(frame)
+        await self._enqueue(len(self._pcm) // self._chunk_pcm * self._chunk_pcm)
+
+    async def finish(self) -> None:
+        """End of the response's audio: queue the tail, wait until all of it is sent."""
+        if not self._accepting:
+            return
+        for resampler in self._resamplers.values():
+            self._pcm += resampler.flush()
+        self._resamplers.clear()
+        # Carriers play chunks of any length, so the last one goes out short, unpadded.
+        await self._enqueue(len(self._pcm) // SAMPLE_WIDTH * SAMPLE_WIDTH)
+        self._pcm.clear()
+        await self._sent_all.wait()
+
+    async def wait_played(self) -> None:
+        """Wait until the far end has played (echoed) everything sent, or it was cleared."""
+        await self._sent_all.wait()
+        await self._played_all.wait()
+
+    def clear(self) -> None:
+        """Barge-in: drop queued audio here and tell the far end to drop what it holds."""
+        self._accepting = False
+        self._queue.clear()
+        self._pcm.clear()
+        self._resamplers.clear()
+        self._ledger.clear()
+        self._clear_due = True
+        self._wake.set()
+        self._has_space.set()
+        self._sent_all.set()
+        self._played_all.set()
+
+    def start_response(self) -> None:
+        """A new reply starts: played position and first-send time count from here."""
+        self._ledger.start_response()
+        self._accepting = True
+        self.first_sent_at = None
+
+    def played_ms(self) -> float:
+        """The current reply's audio the far end has played: up to its last echoed mark."""
+        return self._ledger.played_ms
+
+    # -- carrier side ----------------------------------------------------------------------
+
+    def on_mark(self, name: str) -> bool:
+        """The carrier echoed mark ``name``; False if it is not one of ours."""
+        if not self._ledger.echoed(name):
+            return False
+        self._settle()
+        self._wake.set()
+        return True
+
+    async def run(self) -> None:
+        """The sending loop; runs until cancelled. The only sender of media, marks, clears."""
+        try:
+            while True:
+                await self._wake.wait()
+                self._wake.clear()
+                if self._clear_due:
+                    self._clear_due = False
+                    await self._send(self._messages.clear())
+                await self._send_within_lead()
+        finally:
+            if self._timer is not None:
+                self._timer.cancel()
+
+    async def _send_within_lead(self) -> None:
+        ledger = self._ledger
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if ledger.expire(self._clock()):
+            self._warn_expired()
+            self._settle()
+        while self._queue and not self._clear_due:
+            message, ms = self._queue[0]
+            outstanding = ledger.outstanding_ms
+            if outstanding and outstanding + ms > self._lead_ms:
+                break  # until an echo frees some lead
+            self._queue.popleft()
+            self._has_space.set()
+            now = self._clock()
+            name = ledger.sent(ms, now)
+            self._played_all.clear()
+            if self.first_sent_at is None:
+                self.first_sent_at = now
+            await self._send(message)
+            await self._send(self._messages.mark(name))
+        if not self._queue:
+            self._sent_all.set()
+        # Should no echo come, look again when the oldest mark becomes overdue.
+        deadline = ledger.next_deadline()
+        if deadline is not None:
+            delay = max(0.0, deadline - self._clock())
+            self._timer = asyncio.get_running_loop().call_later(delay, self._wake.set)
+
+    def _warn_expired(self) -> None:
+        if not self._warned:
+            self._warned = True
+            logger.warning(
+                "the carrier does not echo marks; is the stream bidirectional "
+                "(<Connect><Stream>)? Played audio cannot be tracked"
+            )
+
+    def _settle(self) -> None:
+        if self._ledger.outstanding_ms <= 0 and not self._queue:
+            self._played_all.set()
+
+    async def _enqueue(self, size: int) -> None:
+        if size <= 0:
+            return
+        pcm = bytes(self._pcm[:size])
+        del self._pcm[:size]
+        # One encode for the whole batch, then cut: a call per chunk costs more than the work.
+        encoded = self.codec.encode(pcm)
+        step = self._chunk_pcm // SAMPLE_WIDTH * self.codec.sample_bytes
+        for start in range(0, len(encoded), step):
+            while len(self._queue) >= self._max_chunks:
+                self._has_space.clear()
+                await self._has_space.wait()
+            if not self._accepting:
+                return
+            chunk = encoded[start : start + step]
+            self._queue.append((self._messages.media(chunk), self.codec.duration_ms(len(chunk))))
+            self._sent_all.clear()
+            self._played_all.clear()
+            self._wake.set()
+
+    def _resample(self, frame: PcmFrame) -> bytes:
+        if frame.sample_rate == self.codec.rate:
+            return frame.pcm
+        resampler = self._resamplers.get(frame.sample_rate)
+        if resampler is None:
+            resampler = self._resamplers[frame.sample_rate] = Resampler(
+                frame.sample_rate, self.codec.rate
+            )
+        return resampler.process(frame.pcm)

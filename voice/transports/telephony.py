@@ -1,0 +1,380 @@
+"""A phone call over a carrier's media-stream WebSocket, shared by every carrier dialect.
+
+Carriers speak nearly one protocol: JSON text frames; inbound ``connected``, ``start``,
+``media`` (base64 audio), ``dtmf``, ``mark`` and ``stop``; outbound only ``media``, ``mark``
+and ``clear``. A :class:`Dialect` (``twilio.py``, ``telnyx.py``) is one small class that
+parses its carrier's spelling of those messages into the vocabulary below and spells the
+three we send. Everything else lives here once: decoding, reordering, the
+:class:`~voice.session.Session`, barge-in with exact played position
+(:mod:`voice.transports.mark_playout`), DTMF, and bad input, which is dropped, counted,
+logged once per kind, and never ends the call.
+
+Task ownership: :meth:`TelephonyCall.run` reads the socket in its own task and owns the
+playout's sending task; both the session and that task are cancelled and awaited when the
+carrier sends ``stop`` or the socket drops, which cancels every gateway request in flight.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import base64
+import binascii
+import logging
+from collections import Counter
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from pydantic import TypeAdapter, ValidationError
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from voice.audio.frames import SAMPLE_WIDTH
+from voice.config import DTMF_DIGITS, Settings
+from voice.core.events import DtmfReceived, SessionEvent
+from voice.core.reorder import ReorderBuffer
+from voice.errors import AudioFormatError, ProtocolError
+from voice.gateway.base import Gateway
+from voice.session import Session, SessionLogger
+from voice.transports.codecs import Codec
+from voice.transports.mark_playout import MarkedPlayout
+
+logger = logging.getLogger(__name__)
+
+BLOCK_MS = 10
+"""Media payloads must hold whole blocks of this many ms of audio ..."""
+MAX_MEDIA_MS = 100
+"""... and at most this much (carriers send 20 ms)."""
+STOP_GRACE_S = 5.0
+"""After ``stop``, how long to wait for the carrier to close the socket before we do."""
+CLOSE_UNSUPPORTED = 1003
+CLOSE_NORMAL = 1000
+
+
+# -- the shared inbound vocabulary ---------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Connected:
+    """The carrier's greeting; nothing to do."""
+
+
+@dataclass(frozen=True, slots=True)
+class Start:
+    """The stream begins: who it is, in which audio format, with the caller's parameters."""
+
+    stream_id: str
+    call_id: str
+    codec: Codec
+    parameters: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Media:
+    """One frame of caller audio; ``chunk`` numbers media frames in order, from 1."""
+
+    chunk: int
+    payload: str
+    """Base64, as sent; decoded by the call, which counts a bad one."""
+    inbound: bool = True
+    """False for the outbound track of a both-tracks stream (not the caller: ignored)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Dtmf:
+    digit: str
+
+
+@dataclass(frozen=True, slots=True)
+class MarkEcho:
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class Stop:
+    """The stream is over (the caller hung up, or the call left the stream)."""
+
+
+@dataclass(frozen=True, slots=True)
+class CarrierError:
+    """The carrier reports a problem with the stream (Telnyx ``error``)."""
+
+    detail: str
+
+
+Inbound = Connected | Start | Media | Dtmf | MarkEcho | Stop | CarrierError
+
+
+def dropped(kind: str, detail: str) -> ProtocolError:
+    """A message we cannot use: ``kind`` labels the counter and the once-per-kind log line."""
+    return ProtocolError(detail, code=kind)
+
+
+def parse_wire(adapter: TypeAdapter[Any], text: str) -> Any:
+    """Validate one text frame; raise what :func:`dropped` makes, labelled by what was wrong."""
+    try:
+        return adapter.validate_json(text)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        if error["type"] == "json_invalid":
+            raise dropped("bad_json", "message is not JSON") from None
+        if error["type"] in ("union_tag_invalid", "union_tag_not_found"):
+            raise dropped("unknown_event", f"event {str(error.get('input'))[:40]!r}") from None
+        where = ".".join(str(p) for p in error["loc"][1:]) or "message"
+        raise dropped("bad_message", f"{where}: {error['msg']}") from None
+
+
+class Dialect(abc.ABC):
+    """One carrier's spelling of the media-stream protocol.
+
+    ``parse`` turns a text frame into an :data:`Inbound` message or raises the error
+    :func:`dropped` makes; the other three spell our messages for one stream. Payloads are
+    already encoded in the stream's codec.
+    """
+
+    name: ClassVar[str]
+
+    @abc.abstractmethod
+    def parse(self, text: str) -> Inbound: ...
+
+    @abc.abstractmethod
+    def media(self, stream_id: str, payload: bytes) -> str: ...
+
+    @abc.abstractmethod
+    def mark(self, stream_id: str, name: str) -> str: ...
+
+    @abc.abstractmethod
+    def clear(self, stream_id: str) -> str: ...
+
+
+@dataclass(frozen=True, slots=True)
+class _Outbound:
+    """A dialect bound to one stream: the messages the playout sends."""
+
+    dialect: Dialect
+    stream_id: str
+
+    def media(self, payload: bytes) -> str:
+        return self.dialect.media(self.stream_id, payload)
+
+    def mark(self, name: str) -> str:
+        return self.dialect.mark(self.stream_id, name)
+
+    def clear(self) -> str:
+        return self.dialect.clear(self.stream_id)
+
+
+# -- the call ------------------------------------------------------------------------------
+
+
+class TelephonyCall:
+    """Runs one carrier media stream until ``stop`` or the socket drops."""
+
+    def __init__(
+        self,
+        websocket: WebSocket,
+        *,
+        dialect: Dialect,
+        session_id: str,
+        settings: Settings,
+        gateway: Gateway,
+        observe: Callable[[SessionEvent], None] | None = None,
+        on_dropped: Callable[[str], None] | None = None,
+    ) -> None:
+        self.id = session_id
+        self.dialect = dialect
+        self.dropped: Counter[str] = Counter()
+        """Inbound messages dropped, by kind, for this call."""
+        self.session: Session | None = None
+        self.playout: MarkedPlayout | None = None
+        self._ws = websocket
+        self._settings = settings
+        self._gateway = gateway
+        self._observe = observe
+        self._on_dropped = on_dropped
+        self._log = SessionLogger(logger, {"session": session_id})
+        self._reorder: ReorderBuffer[bytes] = ReorderBuffer(settings.telephony.jitter_frames)
+        self._frame_ms = 20.0
+        self._stopped = False
+        self._pacer: asyncio.Task[None] | None = None
+        self._close_code = CLOSE_NORMAL
+
+    def emit(self, event: SessionEvent) -> None:
+        """Session events have no carrier message; they go to the observer (metrics)."""
+        if self._observe is not None:
+            self._observe(event)
+
+    async def run(self) -> None:
+        try:
+            await self._read()
+        finally:
+            await self._end()
+            try:
+                await self._ws.close(code=self._close_code)
+            except (WebSocketDisconnect, RuntimeError, OSError):
+                pass  # already closed by the carrier
+            if self.dropped:
+                self._log.info("dropped inbound messages: %s", dict(self.dropped))
+
+    async def _read(self) -> None:
+        max_bytes = self._settings.server.max_frame_bytes
+        while True:
+            if self._stopped:
+                try:
+                    async with asyncio.timeout(STOP_GRACE_S):
+                        message = await self._ws.receive()
+                except TimeoutError:
+                    return
+            else:
+                message = await self._ws.receive()
+            if message["type"] == "websocket.disconnect":
+                return
+            text: str | None = message.get("text")
+            try:
+                if text is None:
+                    raise dropped("binary_frame", "binary frame; carriers send JSON text")
+                if len(text) > max_bytes:
+                    raise dropped("too_large", f"message of {len(text)} bytes")
+                if not await self._on_message(self.dialect.parse(text)):
+                    return
+            except ProtocolError as exc:
+                self._drop(exc.code, exc.message)
+            except AudioFormatError as exc:
+                # No audio we can decode: the call cannot be served at all.
+                self._log.error("cannot serve this stream: %s", exc.message)
+                self._close_code = CLOSE_UNSUPPORTED
+                return
+
+    async def _on_message(self, message: Inbound) -> bool:
+        """Act on one message; False when the call cannot go on."""
+        match message:
+            case Media():
+                await self._on_media(message)
+            case MarkEcho(name=name):
+                if self.playout is None or not self.playout.on_mark(name):
+                    raise dropped("unknown_mark", f"mark {name[:40]!r} was not sent by us")
+            case Dtmf(digit=digit):
+                await self._on_dtmf(digit)
+            case Start():
+                return await self._on_start(message)
+            case Stop():
+                if self._stopped:
+                    raise dropped("after_stop", "a second stop")
+                self._log.info("carrier stopped the stream")
+                self._stopped = True
+                await self._end()
+            case CarrierError(detail=detail):
+                self._log.warning("carrier reports an error: %s", detail[:200])
+            case Connected():
+                pass
+        return True
+
+    async def _on_start(self, start: Start) -> bool:
+        if self._stopped:
+            raise dropped("after_stop", "start after stop")
+        if self.session is not None:
+            raise dropped("duplicate_start", "a second start on one stream")
+        telephony = self._settings.telephony
+        self.playout = MarkedPlayout(
+            codec=start.codec,
+            messages=_Outbound(self.dialect, start.stream_id),
+            send=self._send,
+            lead_ms=telephony.lead_ms,
+            chunk_ms=telephony.chunk_ms,
+            max_queue_ms=self._settings.pipeline.audio_queue_ms,
+        )
+        self.session = Session(
+            session_id=self.id,
+            settings=self._settings,
+            gateway=self._gateway,
+            sink=self.playout,
+            emit=self.emit,
+        )
+        self.session.set_input_rate(start.codec.rate)
+        if "instructions" in start.parameters:
+            self.session.dialog.instructions = start.parameters["instructions"][:20_000]
+        if "voice" in start.parameters:
+            self.session.voice = start.parameters["voice"][:200]
+        self._pacer = asyncio.create_task(self.playout.run())
+        self._log.info(
+            "%s stream %s for call %s: %s %d Hz",
+            self.dialect.name,
+            start.stream_id,
+            start.call_id,
+            start.codec.name,
+            start.codec.rate,
+        )
+        return True
+
+    async def _on_media(self, media: Media) -> None:
+        if self.session is None:
+            raise dropped("before_start", "media before start")
+        if self._stopped:
+            raise dropped("after_stop", "media after stop")
+        if not media.inbound:
+            raise dropped("other_track", "media of a track other than the caller's")
+        codec = self.playout.codec if self.playout is not None else None
+        assert codec is not None
+        payload: bytes | None = None
+        problem: ProtocolError | None = None
+        try:
+            payload = base64.b64decode(media.payload, validate=True)
+        except (binascii.Error, ValueError):
+            problem = dropped("bad_base64", "media payload is not base64")
+        if payload is not None and not _whole_blocks(codec, len(payload)):
+            problem = dropped("bad_payload_size", f"media payload of {len(payload)} bytes")
+            payload = None
+        # A frame we cannot use still holds its place: it is filled with silence at once,
+        # rather than waited for as if it were late.
+        for frame in self._reorder.push(media.chunk, payload):
+            if frame is None:
+                samples = round(codec.rate * self._frame_ms / 1000)
+                await self.session.feed(bytes(samples * SAMPLE_WIDTH))
+            else:
+                self._frame_ms = codec.duration_ms(len(frame))
+                await self.session.feed(codec.decode(frame))
+        if self._reorder.late:
+            late, self._reorder.late = self._reorder.late, 0
+            for _ in range(late):
+                self._drop("late_media", "media frame too late to reorder, or repeated")
+        if problem is not None:
+            raise problem
+
+    async def _on_dtmf(self, digit: str) -> None:
+        if self.session is None or self._stopped:
+            raise dropped("before_start" if self.session is None else "after_stop", "dtmf")
+        if len(digit) != 1 or digit.upper() not in DTMF_DIGITS:
+            raise dropped("bad_message", f"dtmf digit {digit[:10]!r}")
+        digit = digit.upper()
+        self.emit(DtmfReceived(digit))
+        if digit == self._settings.telephony.interrupt_digit and self.session.replying:
+            self._log.info("caller pressed %s: stopping the reply", digit)
+            await self.session.interrupt()
+
+    async def _end(self) -> None:
+        """Cancel the session (and with it every gateway request) and the sending task."""
+        if self.session is not None:
+            await self.session.aclose()
+        if self._pacer is not None:
+            self._pacer.cancel()
+            await asyncio.gather(self._pacer, return_exceptions=True)
+            self._pacer = None
+
+    async def _send(self, text: str) -> None:
+        try:
+            await self._ws.send_text(text)
+        except (WebSocketDisconnect, RuntimeError, OSError):
+            # The carrier went away mid-reply; the reader sees the disconnect and cleans up.
+            pass
+
+    def _drop(self, kind: str, detail: str) -> None:
+        self.dropped[kind] += 1
+        if self._on_dropped is not None:
+            self._on_dropped(kind)
+        if self.dropped[kind] == 1:
+            self._log.warning("dropped %s (%s); further ones are only counted", kind, detail)
+
+
+def _whole_blocks(codec: Codec, size: int) -> bool:
+    block = codec.bytes_for(BLOCK_MS)
+    return 0 < size <= codec.bytes_for(MAX_MEDIA_MS) and size % block == 0
