@@ -1,0 +1,175 @@
+"""Figures for the embedded offline default (the `local` extra): latency, memory, scaling.
+
+``latency``: starts ``voice serve`` with no gateway URL (so on the local engines) as its own
+process on 127.0.0.1, plays sample questions into it one session per turn with
+:func:`voice.client.call`, and reports the median voice-to-voice latency heard at the caller
+(first non-silent reply audio - end of the caller's speech), the per-stage timings from each
+``response.done``, and the server process's resident memory (RSS now and at its peak).
+
+``scaling``: loads the engines in this process and times how ASR and TTS cost grows with the
+length of what they handle: ASR on utterances of ~2-28 s (sample speech back to back; Whisper
+reads 30 s windows), TTS on 1-8 sentences (time to the first chunk, and in total).
+
+    .venv/bin/python -m benchmarks.local latency               # 10 turns over the samples
+    .venv/bin/python -m benchmarks.local latency --sessions 2  # 2 callers at once
+    .venv/bin/python -m benchmarks.local scaling
+
+Traffic goes only to 127.0.0.1 and every run ends by itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from benchmarks.overhead import free_port, percentile, wait_healthy
+from voice.audio.frames import PcmFrame
+from voice.audio.wav import load_wav, wav_bytes
+from voice.client import call
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLES = ROOT / "samples"
+STAGES = ("asr_ms", "llm_ttft_ms", "first_sentence_ms", "tts_ttfb_ms", "first_audio_ms")
+SENTENCE = "The train to the city leaves from platform four at half past nine."
+
+
+def questions() -> list[tuple[str, PcmFrame]]:
+    manifest = json.loads((SAMPLES / "manifest.json").read_text())["samples"]
+    return [
+        (s["file"], load_wav(SAMPLES / s["file"])) for s in manifest if s["role"] != "interrupt"
+    ]
+
+
+def rss_mb(pid: int) -> tuple[float, float]:
+    """(VmRSS, VmHWM) of ``pid`` in MiB: resident memory now and at its peak."""
+    fields = dict(
+        line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+    )
+    return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
+
+
+def latency(args: argparse.Namespace) -> None:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k != "VOICE_GATEWAY_URL"}
+    server = subprocess.Popen(
+        [sys.executable, "-m", "voice.cli", "serve", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        asyncio.run(measure(args, port, server.pid))
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+async def measure(args: argparse.Namespace, port: int, pid: int) -> None:
+    started = time.monotonic()
+    await wait_healthy(f"http://127.0.0.1:{port}/health", timeout_s=120)
+    print(f"server up with models loaded in {time.monotonic() - started:.1f} s")
+    print(f"server RSS after load: {rss_mb(pid)[0]:.0f} MiB")
+    url = f"ws://127.0.0.1:{port}/v1/session"
+    samples = questions()
+    v2v: list[float] = []
+    stages: dict[str, list[float]] = {k: [] for k in STAGES}
+    for turn in range(args.turns):
+        batch = [samples[(turn * args.sessions + i) % len(samples)] for i in range(args.sessions)]
+        results = await asyncio.gather(*(call(url, rec, timeout_s=60) for _, rec in batch))
+        for (name, _), result in zip(batch, results, strict=True):
+            done = result.of_type("response.done")
+            timings = done[0]["timings"] if done else {}
+            for k in STAGES:
+                if timings.get(k) is not None:
+                    stages[k].append(timings[k])
+            ms = result.voice_to_voice_ms
+            if ms is not None:
+                v2v.append(ms)
+            print(
+                f"{name:28s} v2v {ms or float('nan'):6.0f} ms  {result.transcript!r}"
+                f" -> {result.reply_text[:60]!r}"
+            )
+    now, peak = rss_mb(pid)
+    print(f"\n{len(v2v)} turns, {args.sessions} session(s) at a time")
+    print(
+        f"voice-to-voice: median {statistics.median(v2v):.0f} ms, p90 {percentile(v2v, 90):.0f}"
+        f" ms, min {min(v2v):.0f}, max {max(v2v):.0f}"
+    )
+    for k, values in stages.items():
+        print(f"  {k:18s} median {statistics.median(values):6.0f} ms")
+    print(f"server RSS: {now:.0f} MiB now, {peak:.0f} MiB peak")
+
+
+def scaling(args: argparse.Namespace) -> None:
+    from voice.gateway.engines import LocalEngines
+
+    began = time.perf_counter()
+    engines = LocalEngines()
+    print(f"engines loaded in {time.perf_counter() - began:.1f} s")
+    manifest = json.loads((SAMPLES / "manifest.json").read_text())["samples"]
+    speech = []
+    for s in manifest:
+        frame = load_wav(SAMPLES / s["file"])
+        a, b = (round(s[k] * frame.sample_rate) * 2 for k in ("speech_start_s", "speech_end_s"))
+        speech.append(frame.pcm[a:b] + bytes(frame.sample_rate // 5 * 2))  # 200 ms gap
+    rate = 16_000
+    print("\nASR (median of 3): utterance length -> wall time, real-time factor")
+    for target_s in (2, 4, 8, 16, 28):
+        pcm = b""
+        i = 0
+        while len(pcm) < target_s * rate * 2:
+            pcm += speech[i % len(speech)]
+            i += 1
+        wav = wav_bytes(PcmFrame(pcm[: target_s * rate * 2], rate))
+        times = []
+        for _ in range(3):
+            t = time.perf_counter()
+            engines.transcribe(wav)
+            times.append(time.perf_counter() - t)
+        wall = statistics.median(times)
+        print(f"  {target_s:3d} s -> {wall * 1000:6.0f} ms  (RTF {wall / target_s:.3f})")
+    print("\nTTS (median of 3): sentences -> first chunk, total, audio, real-time factor")
+    for n in (1, 2, 4, 8):
+        text = " ".join([SENTENCE] * n)
+        firsts, totals, audio_s = [], [], 0.0
+        for _ in range(3):
+            t = time.perf_counter()
+            first = None
+            samples = 0
+            for frame in engines.speak(text):
+                first = first if first is not None else time.perf_counter() - t
+                samples += frame.num_samples
+            totals.append(time.perf_counter() - t)
+            firsts.append(first or 0.0)
+            audio_s = samples / 24_000
+        total = statistics.median(totals)
+        print(
+            f"  {n:2d} -> first {statistics.median(firsts) * 1000:5.0f} ms, total"
+            f" {total * 1000:6.0f} ms, audio {audio_s:5.1f} s  (RTF {total / audio_s:.3f})"
+        )
+    engines.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    commands = parser.add_subparsers(required=True, dest="command")
+    lat = commands.add_parser("latency", help="voice-to-voice latency and memory per process")
+    lat.add_argument("--turns", type=int, default=10, help="turns (one session each)")
+    lat.add_argument("--sessions", type=int, default=1, help="callers at once per turn")
+    commands.add_parser("scaling", help="ASR and TTS cost against input length")
+    args = parser.parse_args()
+    if args.command == "latency":
+        latency(args)
+    else:
+        scaling(args)
+
+
+if __name__ == "__main__":
+    main()
