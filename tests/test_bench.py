@@ -55,3 +55,17 @@ def test_bench_command_reports_a_server_that_is_not_there(tmp_path, capsys):
     code = main(["bench", "ws://127.0.0.1:9/v1/session", "--turns", "1", "--think", "0"])
     assert code == 1
     assert "connect_failed" in capsys.readouterr().out
+
+
+async def test_small_bench_over_twilio_media_streams():
+    workload = Workload(sessions=1, turns=2, think_s=0.2, barge_in_every=2)
+    async with stack() as (url, simulated):
+        twilio = url.removesuffix("/v1/session") + "/v1/twilio"
+        result = await run_bench(twilio, workload, load_recordings())
+    assert not result.errors(), result.errors()
+    (plain, barged) = result.turns
+    floor = HANGOVER_MS + SIMULATION.asr_ms + SIMULATION.ttft_ms + SIMULATION.tts_ttfb_ms
+    assert plain.voice_to_voice_ms >= floor
+    assert plain.server is None  # Twilio's protocol carries no server timings
+    assert 50 <= barged.barge_in_stop_ms < 1000
+    assert sum(simulated.in_flight.values()) == 0

@@ -72,6 +72,23 @@ class NativeCaller:
         self._first_sent = asyncio.get_running_loop().create_future()
         return await self._first_sent
 
+    interrupt_event = "response.interrupted"
+    """What tells this caller its reply was cut."""
+
+    async def reply_finished(
+        self, *, since: int, after: float, timeout_s: float, completed: bool = False
+    ) -> dict[str, float | None] | None:
+        """Wait for ``response.done`` (only a non-interrupted one if ``completed``); return
+        its server timings, or None on timeout."""
+
+        def done(event: dict[str, Any]) -> bool:
+            if event.get("type") != "response.done":
+                return False
+            return not completed or event.get("status") != "interrupted"
+
+        found = await self.wait_for(done, since=since, timeout_s=timeout_s)
+        return None if found is None else found[1].get("timings")
+
     def hush(self) -> None:
         """Drop what is queued but not yet sent (the caller starts something else)."""
         self._mic.clear()

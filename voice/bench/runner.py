@@ -17,9 +17,20 @@ from typing import Any
 
 from voice.bench.caller import NativeCaller
 from voice.bench.stats import percentile, summarize
+from voice.bench.twilio import TwilioCaller
 from voice.bench.workload import Recording, Workload
 
 POLL_S = 0.02
+
+Caller = NativeCaller | TwilioCaller
+
+
+def caller_for(url: str, index: int) -> Caller:
+    """The transport is chosen by the URL's path: ``/v1/twilio`` speaks Twilio Media Streams,
+    anything else the native protocol."""
+    if url.rstrip("/").endswith("/twilio"):
+        return TwilioCaller(url, index=index)
+    return NativeCaller(url)
 
 
 @dataclass
@@ -109,7 +120,7 @@ class _Run:
     async def session(self, index: int) -> None:
         await asyncio.sleep(index / self.workload.ramp_per_s)
         try:
-            async with NativeCaller(self.url) as caller:
+            async with caller_for(self.url, index) as caller:
                 self.up += 1
                 self.result.peak_sessions = max(self.result.peak_sessions, self.up)
                 try:
@@ -125,7 +136,7 @@ class _Run:
         except (OSError, TimeoutError) as exc:
             self.result.session_errors[f"connect_failed: {type(exc).__name__}"] += 1
 
-    async def turn(self, caller: NativeCaller, index: int, turn: int) -> None:
+    async def turn(self, caller: Caller, index: int, turn: int) -> None:
         w = self.workload
         question = self.questions[(index + turn) % len(self.questions)]
         since = len(caller.events)
@@ -144,11 +155,9 @@ class _Run:
         if barge:
             await self._barge_in(caller, result, index + turn, speech_end, since)
         else:
-            done = await caller.wait_for(
-                lambda e: e.get("type") == "response.done", since=since, timeout_s=w.reply_timeout_s
+            result.server = await caller.reply_finished(
+                since=since, after=speech_end, timeout_s=w.reply_timeout_s
             )
-            if done is not None:
-                result.server = done[1].get("timings")
         onset = caller.ear.onset_after(speech_end)
         if onset is not None:
             result.voice_to_voice_ms = round((onset - speech_end) * 1000.0, 1)
@@ -161,7 +170,7 @@ class _Run:
         await asyncio.sleep(w.think_s)
 
     async def _barge_in(
-        self, caller: NativeCaller, result: TurnResult, pick: int, speech_end: float, since: int
+        self, caller: Caller, result: TurnResult, pick: int, speech_end: float, since: int
     ) -> None:
         w = self.workload
         deadline = time.monotonic() + w.reply_timeout_s
@@ -173,8 +182,9 @@ class _Run:
         caller.hush()  # what is left of the question is trailing silence
         interrupt = self.interrupts[pick % len(self.interrupts)]
         talk_onset = await caller.say(interrupt.audio) + interrupt.speech_start_s
+        kind = caller.interrupt_event
         stopped = await caller.wait_for(
-            lambda e: e.get("type") == "response.interrupted", since=since, timeout_s=10.0
+            lambda e: e.get("type") == kind, since=since, timeout_s=10.0
         )
         if stopped is None:
             result.error = "not_interrupted"
@@ -182,18 +192,10 @@ class _Run:
         end = caller.ear.sound_end_after(talk_onset)
         if end is not None:
             result.barge_in_stop_ms = round(max(0.0, end - talk_onset) * 1000.0, 1)
-        done = await caller.wait_for(
-            lambda e: e.get("type") == "response.done" and e.get("status") == "interrupted",
-            since=since,
-            timeout_s=10.0,
-        )
-        if done is not None:
-            result.server = done[1].get("timings")
         # The interruption is a turn too: let its answer play out before going on.
-        await caller.wait_for(
-            lambda e: e.get("type") == "response.done" and e.get("status") != "interrupted",
-            since=since,
-            timeout_s=w.reply_timeout_s,
+        talk_end = talk_onset - interrupt.speech_start_s + interrupt.speech_end_s
+        result.server = await caller.reply_finished(
+            since=since, after=talk_end, timeout_s=w.reply_timeout_s, completed=True
         )
 
     def snapshot(self) -> Snapshot:
