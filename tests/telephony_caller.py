@@ -58,14 +58,29 @@ class Carrier:
             return np.frombuffer(data, ">i2").astype("<i2").tobytes()
         return mulaw_decode(data)
 
-    def message(self, event: str, seq: int, sid: str, body: dict[str, Any] | None = None) -> str:
+    @property
+    def names(self) -> tuple[str, str]:
+        """The carrier's spelling of the sequence number and stream id fields."""
         if self.name == "twilio":
-            out: dict[str, Any] = {"event": event, "sequenceNumber": str(seq), "streamSid": sid}
-        else:
-            out = {"event": event, "sequence_number": str(seq), "stream_id": sid}
-        if body is not None:
-            out[event] = body
-        return json.dumps(out)
+            return "sequenceNumber", "streamSid"
+        return "sequence_number", "stream_id"
+
+    def message(self, event: str, seq: int, sid: str, body: dict[str, Any] | None = None) -> str:
+        # Spelled out rather than json.dumps'ed: a load generator sends thousands a second.
+        number, stream = self.names
+        head = f'{{"event":"{event}","{number}":"{seq}","{stream}":{json.dumps(sid)}'
+        if body is None:
+            return head + "}"
+        return f'{head},"{event}":{json.dumps(body, separators=(",", ":"))}}}'
+
+    def media(self, seq: int, sid: str, chunk: int, payload: str) -> str:
+        """One inbound media message (``payload`` is base64 already)."""
+        number, stream = self.names
+        return (
+            f'{{"event":"media","{number}":"{seq}","{stream}":{json.dumps(sid)},"media":'
+            f'{{"track":"inbound","chunk":"{chunk}","timestamp":"{(chunk - 1) * 20}",'
+            f'"payload":"{payload}"}}}}'
+        )
 
     def connected(self) -> str:
         if self.name == "twilio":
@@ -120,6 +135,7 @@ class FarEnd:
     marks_due: deque[tuple[float, str]] = field(default_factory=deque)
     clears: list[float] = field(default_factory=list)
     first_media_at: float | None = None
+    last_media_at: float | None = None
     media_messages: int = 0
     mark_messages: int = 0
     max_buffered_s: float = 0.0
@@ -129,12 +145,15 @@ class FarEnd:
     def play_end(self) -> float:
         return self.chunks[-1].end if self.chunks else 0.0
 
-    def media(self, pcm: bytes, now: float) -> None:
+    def media(self, pcm: bytes, now: float, samples: int | None = None) -> None:
+        """A chunk arrives: ``pcm``, or only its length in ``samples`` when not kept."""
         if self.first_media_at is None:
             self.first_media_at = now
+        self.last_media_at = now
         self.media_messages += 1
         start = max(now, self.play_end)
-        self.chunks.append(Played(start, start + len(pcm) / 2 / self.rate, pcm))
+        seconds = (len(pcm) // 2 if samples is None else samples) / self.rate
+        self.chunks.append(Played(start, start + seconds, pcm))
         self.max_buffered_s = max(self.max_buffered_s, self.play_end - now)
 
     def mark(self, name: str, now: float) -> None:
@@ -174,7 +193,9 @@ class CarrierCaller:
     """Connect with ``async with``; talk with ``say()``; inspect ``far_end`` and ``violations``.
 
     ``swap_every``: every that-many frames, two neighbouring media messages are sent in
-    swapped order (as a carrier that does not guarantee order may).
+    swapped order (as a carrier that does not guarantee order may). ``keep_audio=False``
+    keeps only the length of reply chunks (a load generator's far end). ``deflate`` offers
+    permessage-deflate; off by default, as carriers' media (base64 audio) barely compresses.
     """
 
     def __init__(
@@ -185,6 +206,8 @@ class CarrierCaller:
         parameters: dict[str, str] | None = None,
         headers: dict[str, str] | None = None,
         swap_every: int = 0,
+        keep_audio: bool = True,
+        deflate: bool = False,
     ) -> None:
         self.url = url
         self.carrier = carrier
@@ -192,6 +215,8 @@ class CarrierCaller:
         self.parameters = parameters or {}
         self.headers = headers or {}
         self.swap_every = swap_every
+        self.keep_audio = keep_audio
+        self.deflate = deflate
         self.far_end = FarEnd(carrier.rate)
         self.violations: list[str] = []
         self.echoed: list[tuple[float, str]] = []
@@ -214,7 +239,12 @@ class CarrierCaller:
 
     async def connect(self) -> None:
         """Open the socket and greet (``connected``); nothing else is sent yet."""
-        self._ws = await connect(self.url, additional_headers=self.headers, open_timeout=10)
+        self._ws = await connect(
+            self.url,
+            additional_headers=self.headers,
+            open_timeout=10,
+            compression="deflate" if self.deflate else None,
+        )
         await self._ws.send(self.carrier.connected())
         self._tasks.append(asyncio.create_task(self._receive()))
 
@@ -296,14 +326,9 @@ class CarrierCaller:
 
     def _media_message(self, frame: bytes) -> str:
         self._chunk += 1
-        body = {
-            "track": "inbound",
-            "chunk": str(self._chunk),
-            "timestamp": str((self._chunk - 1) * 20),
-            "payload": base64.b64encode(frame).decode(),
-        }
         self._seq += 1
-        return self.carrier.message("media", self._seq, self.sid, body)
+        payload = base64.b64encode(frame).decode()
+        return self.carrier.media(self._seq, self.sid, self._chunk, payload)
 
     async def _send_media(self) -> None:
         assert self._ws is not None
@@ -384,7 +409,12 @@ class CarrierCaller:
         event = data.get("event")
         if self.carrier.name == "twilio" and data.get("streamSid") != self.sid:
             self.violations.append(f"{event} without our streamSid")
-        if event == "media":
+        if event == "media" and not self.keep_audio:
+            # A load generator only needs each chunk's length, not its audio.
+            encoded = data["media"]["payload"]
+            size = len(encoded) * 3 // 4 - encoded[-2:].count("=")
+            self.far_end.media(b"", now, samples=size // self.carrier.sample_bytes)
+        elif event == "media":
             try:
                 payload = base64.b64decode(data["media"]["payload"], validate=True)
             except (KeyError, TypeError, ValueError):

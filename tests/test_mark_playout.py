@@ -63,20 +63,20 @@ async def test_a_mark_follows_each_chunk_and_the_lead_stays_bounded():
         assert kinds == ["media", "mark"] * 5
         assert {m["n"] for m in carrier.sent if m["event"] == "media"} == {160}
         assert playout.first_sent_at is not None
-        assert playout.on_mark(carrier.marks()[1])
+        assert await playout.on_mark(carrier.marks()[1])
         assert playout.played_ms() == 40
         await carrier.until(lambda: len(carrier.marks()) == 7)
         finishing = asyncio.create_task(playout.finish())
         while not finishing.done():
             for name in carrier.marks():
-                playout.on_mark(name)
+                await playout.on_mark(name)
             await asyncio.sleep(5 * MS)
         await finishing
         for name in carrier.marks():
-            playout.on_mark(name)
+            await playout.on_mark(name)
         await asyncio.wait_for(playout.wait_played(), 1)
         assert round(playout.played_ms()) == 300
-        assert not playout.on_mark("not-ours")
+        assert not await playout.on_mark("not-ours")
     finally:
         task.cancel()
 
@@ -89,11 +89,11 @@ async def test_clear_tells_the_carrier_and_keeps_the_played_position():
         playout.start_response()
         await playout.write(audio(500))
         await carrier.until(lambda: len(carrier.marks()) == 3)
-        playout.on_mark(carrier.marks()[0])
+        await playout.on_mark(carrier.marks()[0])
         playout.clear()
         await carrier.until(lambda: carrier.sent[-1]["event"] == "clear")
         for name in carrier.marks():  # the carrier returns the rest: dropped, not played
-            playout.on_mark(name)
+            await playout.on_mark(name)
         assert playout.played_ms() == 20
         await playout.write(audio(100))  # a late write from the cancelled reply: refused
         await asyncio.sleep(20 * MS)

@@ -9,7 +9,7 @@ from voice.errors import ConfigError
 def test_defaults_keep_a_bounded_lead_and_interrupt_on_star():
     telephony = Settings().telephony
     assert telephony.public_url is None and telephony.twilio_auth_token is None
-    assert telephony.lead_ms == 300 and telephony.chunk_ms == 20
+    assert telephony.lead_ms == 300 and telephony.chunk_ms == 60
     assert telephony.jitter_frames == 3 and telephony.interrupt_digit == "*"
 
 

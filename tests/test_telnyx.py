@@ -36,7 +36,8 @@ async def test_pcmu_and_l16_calls_are_answered_in_their_own_codec():
         assert caller.violations == []
         assert len(caller.echoed) == caller.far_end.mark_messages
         chunks = caller.far_end.chunks
-        assert {len(c.audio) // 2 for c in chunks[:-1]} == {rate // 50}  # 20 ms each
+        chunk_ms = stack.settings.telephony.chunk_ms
+        assert {len(c.audio) // 2 for c in chunks[:-1]} == {rate * chunk_ms // 1000}
         audio = caller.far_end.played_audio()
         assert abs(len(audio) / 2 / rate - len(REPLY) * 0.040) < 0.3
         assert 100 < pitch_hz(audio, rate) < 170

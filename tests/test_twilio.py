@@ -37,10 +37,10 @@ async def test_the_reply_arrives_as_8khz_mulaw_with_a_mark_after_every_chunk():
     assert caller.violations == []
     assert far.clears == [] and far.media_messages == far.mark_messages
     assert len(caller.echoed) == far.mark_messages  # every mark came back before the end
-    lead_s = stack.settings.telephony.lead_ms / 1000
-    assert lead_s - 0.1 < far.max_buffered_s <= lead_s + 0.020  # bounded lead, and used
+    lead_s, chunk_ms = stack.settings.telephony.lead_ms / 1000, stack.settings.telephony.chunk_ms
+    assert lead_s - 0.1 < far.max_buffered_s <= lead_s + chunk_ms / 1000  # bounded, and used
     sizes = [len(chunk.audio) // 2 for chunk in far.chunks]
-    assert set(sizes[:-1]) == {160}  # 20 ms of 8 kHz mu-law: 160 bytes each
+    assert set(sizes[:-1]) == {8 * chunk_ms}  # 8 kHz mu-law: a byte a sample
     audio = far.played_audio()
     seconds = len(audio) / 2 / 8000
     assert abs(seconds - len(REPLY) * MS_PER_CHAR / 1000) < 0.3
@@ -56,7 +56,8 @@ async def test_barge_in_clears_within_200ms_and_the_dialog_keeps_only_what_playe
             far = caller.far_end
             await caller.say(speech(question))
             # Interrupt once a second of the reply has played at the far end.
-            assert await caller.wait_until(lambda: len(caller.echoed) >= 50, 15)
+            chunks = 1000 // stack.settings.telephony.chunk_ms
+            assert await caller.wait_until(lambda: len(caller.echoed) >= chunks, 15)
             spoken = await caller.say(speech(interruption))
             onset = spoken + onset_s(interruption)
             assert await caller.wait_until(lambda: far.clears, 5)
@@ -148,7 +149,8 @@ async def test_dtmf_reaches_the_session_and_the_interrupt_digit_stops_the_reply(
         params = {"instructions": "Answer like a pirate."}
         async with CarrierCaller(stack.ws + "/v1/twilio", TWILIO, parameters=params) as caller:
             await caller.say(speech("q01_what_time.wav"))
-            assert await caller.wait_until(lambda: len(caller.echoed) >= 25, 15)
+            chunks = 500 // stack.settings.telephony.chunk_ms
+            assert await caller.wait_until(lambda: len(caller.echoed) >= chunks, 15)
             await caller.dtmf("5")
             await stack.until(lambda: DtmfReceived("5") in stack.metrics.events, 5)
             assert caller.far_end.clears == []

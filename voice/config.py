@@ -132,9 +132,10 @@ class TelephonySettings(_Frozen):
     lead_ms: int = Field(default=300, ge=40, le=5000)
     """Reply audio sent to the carrier and not yet played there (its mark not echoed), at
     most. Covers the network round trip; a barge-in's ``clear`` drops it at the far end."""
-    chunk_ms: int = Field(default=20, ge=20, le=1000)
+    chunk_ms: int = Field(default=60, ge=20, le=1000)
     """Reply audio per outbound media message; a mark follows each, so this is also the
-    granularity of the played position."""
+    granularity of the played position. 60 ms (a TTS engine's usual chunk) sends a third of
+    the messages 20 ms would and still places the cut well inside a word."""
     jitter_frames: int = Field(default=3, ge=0, le=25)
     """Early frames held while waiting for a missing one before it is filled with silence."""
     interrupt_digit: str | None = "*"

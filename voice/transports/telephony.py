@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import abc
 import asyncio
-import base64
 import binascii
 import logging
 from collections import Counter
@@ -29,7 +28,8 @@ from typing import Any, ClassVar
 from pydantic import TypeAdapter, ValidationError
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from voice.audio.frames import SAMPLE_WIDTH
+from voice.audio.frames import PIPELINE_RATE, SAMPLE_WIDTH
+from voice.audio.upsample import Upsampler2x
 from voice.config import DTMF_DIGITS, Settings
 from voice.core.events import DtmfReceived, SessionEvent
 from voice.core.reorder import ReorderBuffer
@@ -195,6 +195,8 @@ class TelephonyCall:
         self._log = SessionLogger(logger, {"session": session_id})
         self._reorder: ReorderBuffer[bytes] = ReorderBuffer(settings.telephony.jitter_frames)
         self._frame_ms = 20.0
+        self._upsampler: Upsampler2x | None = None
+        self._block = self._max_payload = 0  # payload sizes, set by start
         self._stopped = False
         self._pacer: asyncio.Task[None] | None = None
         self._close_code = CLOSE_NORMAL
@@ -251,7 +253,7 @@ class TelephonyCall:
             case Media():
                 await self._on_media(message)
             case MarkEcho(name=name):
-                if self.playout is None or not self.playout.on_mark(name):
+                if self.playout is None or not await self.playout.on_mark(name):
                     raise dropped("unknown_mark", f"mark {name[:40]!r} was not sent by us")
             case Dtmf(digit=digit):
                 await self._on_dtmf(digit)
@@ -275,6 +277,8 @@ class TelephonyCall:
         if self.session is not None:
             raise dropped("duplicate_start", "a second start on one stream")
         telephony = self._settings.telephony
+        self._block = start.codec.bytes_for(BLOCK_MS)
+        self._max_payload = start.codec.bytes_for(MAX_MEDIA_MS)
         self.playout = MarkedPlayout(
             codec=start.codec,
             messages=_Outbound(self.dialect, start.stream_id),
@@ -290,7 +294,11 @@ class TelephonyCall:
             sink=self.playout,
             emit=self.emit,
         )
-        self.session.set_input_rate(start.codec.rate)
+        if start.codec.rate * 2 == PIPELINE_RATE:
+            # 8 kHz audio is doubled here, far cheaper than the session's general resampler.
+            self._upsampler = Upsampler2x(table=start.codec.table)
+        else:
+            self.session.set_input_rate(start.codec.rate)
         if "instructions" in start.parameters:
             self.session.dialog.instructions = start.parameters["instructions"][:20_000]
         if "voice" in start.parameters:
@@ -318,21 +326,30 @@ class TelephonyCall:
         payload: bytes | None = None
         problem: ProtocolError | None = None
         try:
-            payload = base64.b64decode(media.payload, validate=True)
+            # strict_mode checks the alphabet in C (b64decode's validate runs a regex).
+            payload = binascii.a2b_base64(media.payload, strict_mode=True)
         except (binascii.Error, ValueError):
             problem = dropped("bad_base64", "media payload is not base64")
-        if payload is not None and not _whole_blocks(codec, len(payload)):
+        if payload is not None and not (
+            0 < len(payload) <= self._max_payload and len(payload) % self._block == 0
+        ):
             problem = dropped("bad_payload_size", f"media payload of {len(payload)} bytes")
             payload = None
         # A frame we cannot use still holds its place: it is filled with silence at once,
         # rather than waited for as if it were late.
         for frame in self._reorder.push(media.chunk, payload):
             if frame is None:
-                samples = round(codec.rate * self._frame_ms / 1000)
+                samples = round(self.session.input_rate * self._frame_ms / 1000)
                 await self.session.feed(bytes(samples * SAMPLE_WIDTH))
             else:
                 self._frame_ms = codec.duration_ms(len(frame))
-                await self.session.feed(codec.decode(frame))
+                if self._upsampler is None:
+                    pcm = codec.decode(frame)
+                elif codec.table is not None:  # G.711: decoded by the upsampler
+                    pcm = self._upsampler.process(frame)
+                else:
+                    pcm = self._upsampler.process(codec.decode(frame))
+                await self.session.feed(pcm)
         if self._reorder.late:
             late, self._reorder.late = self._reorder.late, 0
             for _ in range(late):
@@ -373,8 +390,3 @@ class TelephonyCall:
             self._on_dropped(kind)
         if self.dropped[kind] == 1:
             self._log.warning("dropped %s (%s); further ones are only counted", kind, detail)
-
-
-def _whole_blocks(codec: Codec, size: int) -> bool:
-    block = codec.bytes_for(BLOCK_MS)
-    return 0 < size <= codec.bytes_for(MAX_MEDIA_MS) and size % block == 0

@@ -1,0 +1,216 @@
+"""Concurrent Twilio calls: the pipeline's own latency and the server's CPU at N calls.
+
+Starts `voice gateway --simulate` (fixed latencies) and a voice server as separate processes
+on 127.0.0.1, then runs N concurrent Twilio Media Streams calls against ``/v1/twilio`` with
+the protocol-faithful far end the tests use (tests/telephony_caller.py): 8 kHz mu-law media
+every 20 ms in real time, marks echoed when their audio has played. Each call asks
+``--turns`` questions from samples/, waiting for each reply to finish. Per level it reports:
+
+- ``overhead_ms`` p50/p95/max: first reply audio sent − (vad + asr + first sentence + TTS
+  first byte), from the server's own per-turn timings (ARCHITECTURE.md);
+- voice-to-voice p50/p95 at the far end: first reply audio received − end of speech;
+- the server process's CPU: percent of one core over the level, and seconds per call-minute.
+
+    .venv/bin/python -m benchmarks.twilio                       # 1, 50 and 100 calls
+    .venv/bin/python -m benchmarks.twilio --calls 1,10 --turns 1
+
+Traffic goes only to 127.0.0.1 and every run ends by itself (each call has a deadline).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from benchmarks.overhead import SIMULATED, cpu_seconds, free_port, percentile, wait_healthy
+
+ROOT = Path(__file__).resolve().parent.parent
+TURN_TIMEOUT_S = 40.0
+STAGES = ("vad_ms", "asr_ms", "first_sentence_ms", "tts_ttfb_ms", "first_audio_ms")
+
+
+def read_lines(path: Path) -> list[str]:
+    # A few kilobytes between levels: reading them in the loop holds nothing up.
+    return path.read_text().splitlines()
+
+
+def median(values: list[float | None]) -> float:
+    present = [v for v in values if v is not None]
+    return statistics.median(present) if present else float("nan")
+
+
+def serve(port: int, gateway_url: str, timings: Path) -> None:
+    """The server process: `voice serve` as built by the CLI, plus a per-turn timings log."""
+    import uvicorn
+
+    from voice.config import Settings
+    from voice.core.events import ResponseDone, SessionEvent
+    from voice.metrics import Metrics
+    from voice.server import create_app
+
+    logging.basicConfig(level=logging.WARNING)
+    settings = Settings.from_env(
+        os.environ,
+        gateway={"url": gateway_url},
+        server={"host": "127.0.0.1", "port": port, "max_sessions": 1000},
+    )
+    app = create_app(settings)
+    out = timings.open("a", buffering=1)
+
+    class TimingMetrics(Metrics):
+        def observe(self, event: SessionEvent) -> None:
+            super().observe(event)
+            if isinstance(event, ResponseDone):
+                out.write(json.dumps({"status": event.status, **event.timings.as_dict()}) + "\n")
+
+    app.state.voice.metrics = TimingMetrics()
+    uvicorn.run(app, host="127.0.0.1", port=port, ws="websockets-sansio", log_level="warning")
+
+
+async def one_call(
+    url: str, index: int, calls: int, turns: int, ramp_s: float, deflate: bool
+) -> dict[str, Any]:
+    from tests.samples import manifest
+    from tests.telephony_caller import TWILIO, CarrierCaller
+    from tests.telephony_stack import speech
+
+    questions = [s for s, e in manifest().items() if e["role"] == "question"]
+    await asyncio.sleep(ramp_s * index / max(calls, 1))
+    v2v: list[float] = []
+    timeouts = 0
+    async with CarrierCaller(url, TWILIO, keep_audio=False, deflate=deflate) as caller:
+        far = caller.far_end
+        for turn in range(turns):
+            name = questions[(index + turn) % len(questions)]
+            spoken = await caller.say(speech(name))
+            speech_end = spoken + manifest()[name]["speech_end_s"]
+            chunks_before = len(far.chunks)
+            if not await caller.wait_until(lambda n=chunks_before: len(far.chunks) > n, 20):
+                timeouts += 1
+                continue
+            v2v.append((far.chunks[chunks_before].start - speech_end) * 1000)
+            # The reply is over when every mark has come back and no media arrives.
+            deadline = time.monotonic() + TURN_TIMEOUT_S
+            while time.monotonic() < deadline:
+                await asyncio.sleep(0.25)
+                quiet = time.monotonic() - (far.last_media_at or 0) > 0.6
+                if quiet and len(caller.echoed) == far.mark_messages:
+                    break
+            else:
+                timeouts += 1
+    return {"v2v": v2v, "timeouts": timeouts, "violations": len(caller.violations)}
+
+
+async def run_level(
+    url: str, calls: int, args: argparse.Namespace, pid: int, timings: Path
+) -> dict[str, Any]:
+    seen = len(read_lines(timings))
+    cpu_before, began = cpu_seconds(pid), time.monotonic()
+    results = await asyncio.gather(
+        *(one_call(url, i, calls, args.turns, args.ramp, args.deflate) for i in range(calls))
+    )
+    wall = time.monotonic() - began
+    cpu = cpu_seconds(pid) - cpu_before
+    turns_done = [json.loads(line) for line in read_lines(timings)[seen:]]
+    overhead = [t["overhead_ms"] for t in turns_done if t["overhead_ms"] is not None]
+    v2v = [ms for r in results for ms in r["v2v"]]
+    return {
+        "calls": calls,
+        "turns": len(overhead),
+        "not_completed": sum(t["status"] != "completed" for t in turns_done),
+        "timeouts": sum(r["timeouts"] for r in results),
+        "violations": sum(r["violations"] for r in results),
+        "overhead_p50": statistics.median(overhead) if overhead else float("nan"),
+        "overhead_p95": percentile(overhead, 95),
+        "overhead_max": max(overhead, default=float("nan")),
+        "v2v_p50": statistics.median(v2v) if v2v else float("nan"),
+        "v2v_p95": percentile(v2v, 95),
+        "stages_p50": {name: median([t[name] for t in turns_done]) for name in STAGES},
+        "cpu_percent": 100 * cpu / wall,
+        "cpu_s_per_call_min": cpu / (calls * wall / 60),
+        "wall_s": wall,
+    }
+
+
+async def measure(args: argparse.Namespace, gw_port: int, port: int, pid: int, timings: Path):
+    await wait_healthy(f"http://127.0.0.1:{gw_port}/health")
+    await wait_healthy(f"http://127.0.0.1:{port}/health")
+    url = f"ws://127.0.0.1:{port}/v1/twilio"
+    print(
+        f"simulated gateway: {SIMULATED}; {args.turns} turns per call, started over "
+        f"{args.ramp:g} s; "
+        f"permessage-deflate {'on' if args.deflate else 'off'}; {os.cpu_count()} cores"
+    )
+    print(
+        f"{'calls':>5} {'turns':>5} {'failed':>6} {'overhead p50':>12} {'p95':>6} {'max':>6} "
+        f"{'v2v p50':>8} {'v2v p95':>8} {'server CPU %':>12} {'CPU s/call-min':>14}"
+    )
+    rows = []
+    for level in (int(n) for n in args.calls.split(",")):
+        row = await run_level(url, level, args, pid, timings)
+        rows.append(row)
+        failed = row["not_completed"] + row["timeouts"] + row["violations"]
+        print(
+            f"{row['calls']:>5} {row['turns']:>5} {failed:>6} {row['overhead_p50']:>12.1f} "
+            f"{row['overhead_p95']:>6.1f} {row['overhead_max']:>6.1f} {row['v2v_p50']:>8.0f} "
+            f"{row['v2v_p95']:>8.0f} {row['cpu_percent']:>12.0f} "
+            f"{row['cpu_s_per_call_min']:>14.2f}",
+            flush=True,
+        )
+    if args.json:
+        args.json.write_text(json.dumps({"simulated": SIMULATED, "levels": rows}, indent=2))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
+    parser.add_argument("--calls", default="1,50,100", help="comma-separated levels")
+    parser.add_argument("--turns", type=int, default=3, help="questions per call")
+    parser.add_argument(
+        "--ramp", type=float, default=10.0, help="seconds over which call starts are spread"
+    )
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument(
+        "--deflate", action="store_true", help="callers offer permessage-deflate (default: off)"
+    )
+    parser.add_argument("--serve", nargs=3, metavar=("PORT", "GATEWAY_URL", "TIMINGS"))
+    args = parser.parse_args()
+    if args.serve:
+        serve(int(args.serve[0]), args.serve[1], Path(args.serve[2]))
+        return
+
+    gw_port, port = free_port(), free_port()
+    python = sys.executable
+    flags = [f"--{k}={v}" for k, v in SIMULATED.items()]
+    with tempfile.TemporaryDirectory() as tmp:
+        timings = Path(tmp) / "timings.jsonl"
+        timings.touch()
+        gateway = subprocess.Popen(
+            [python, "-m", "voice.cli", "gateway", "--simulate", "--port", str(gw_port), *flags],
+            stdout=subprocess.DEVNULL,
+        )
+        server = subprocess.Popen(
+            [python, "-m", "benchmarks.twilio", "--serve", str(port),
+             f"http://127.0.0.1:{gw_port}/v1", str(timings)],
+            cwd=ROOT,
+        )  # fmt: skip
+        try:
+            asyncio.run(measure(args, gw_port, port, server.pid, timings))
+        finally:
+            for proc in (server, gateway):
+                proc.terminate()
+            for proc in (server, gateway):
+                proc.wait(timeout=15)
+
+
+if __name__ == "__main__":
+    main()
