@@ -118,7 +118,7 @@ def _timeline(result: BenchResult, *, width: int = 560, height: int = 220) -> st
         f'<svg width="{width}" height="{height}" font-size="11">'
         f'<polyline points="{line}" fill="none" stroke="#fb8500" stroke-width="1.5"/>{dots}'
         f'<text x="0" y="14">{y_max:.0f} ms</text><text x="0" y="{height - 18}">0</text>'
-        f'<text x="{width - 70}" y="14" fill="#fb8500">{c_max} sessions</text>'
+        f'<text x="{width}" y="8" text-anchor="end" fill="#fb8500">{c_max} sessions</text>'
         f'<text x="40" y="{height - 2}">0 s</text>'
         f'<text x="{width - 80}" y="{height - 2}">{x_max:.0f} s</text></svg>'
     )
@@ -143,7 +143,7 @@ def _stages(result: BenchResult, *, width: int = 560) -> str:
             f"<title>{name}: {value:.0f} ms</title></rect>"
         )
         legend.append(
-            f'<span style="border-left:12px solid {color};padding-left:4px;margin-right:12px">'
+            f'<span style="border-left:12px solid {color};padding-left:4px;margin-right:12px;white-space:nowrap;display:inline-block">'
             f"{html.escape(name)} {value:.0f} ms</span>"
         )
         x += w
