@@ -143,7 +143,8 @@ def _stages(result: BenchResult, *, width: int = 560) -> str:
             f"<title>{name}: {value:.0f} ms</title></rect>"
         )
         legend.append(
-            f'<span style="border-left:12px solid {color};padding-left:4px;margin-right:12px;white-space:nowrap;display:inline-block">'
+            f'<span style="border-left:12px solid {color};padding-left:4px;margin-right:12px;'
+            f'white-space:nowrap;display:inline-block">'
             f"{html.escape(name)} {value:.0f} ms</span>"
         )
         x += w
