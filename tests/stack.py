@@ -23,11 +23,21 @@ SIMULATION = SimulationSettings(
 
 
 @asynccontextmanager
-async def stack(simulation=SIMULATION, **sections):
-    """A simulated gateway over HTTP and a voice server using it; yields (ws url, gateway)."""
+async def app_stack(simulation=SIMULATION, **sections):
+    """A simulated gateway over HTTP and a voice server using it; yields (base url, gateway).
+
+    The base URL is ``http://127.0.0.1:PORT``, where the page and every route are.
+    """
     simulated = SimulatedGateway(simulation)
     async with serve_app(create_gateway_app(simulated)) as gateway_url:
         sections.setdefault("gateway", {})["url"] = gateway_url
         settings = Settings.model_validate(sections)
         async with serve_app(create_app(settings)) as url:
-            yield url.replace("http", "ws", 1) + "/v1/session", simulated
+            yield url, simulated
+
+
+@asynccontextmanager
+async def stack(simulation=SIMULATION, **sections):
+    """As :func:`app_stack`, but yields the native session's WebSocket URL."""
+    async with app_stack(simulation, **sections) as (url, simulated):
+        yield url.replace("http", "ws", 1) + "/v1/session", simulated

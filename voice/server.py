@@ -1,4 +1,4 @@
-"""The ASGI app `voice serve` runs: session WebSocket, health, readiness and metrics.
+"""The ASGI app `voice serve` runs: session WebSocket, health, readiness, metrics, the page.
 
 It can also be mounted inside an existing Starlette/FastAPI service: build it with
 ``create_app(settings, gateway=...)`` and a gateway the host app opens and closes itself.
@@ -24,6 +24,7 @@ from starlette.websockets import WebSocket
 from voice.config import Settings
 from voice.gateway.base import Gateway
 from voice.metrics import Metrics
+from voice.page_routes import page_routes
 from voice.telephony_routes import telephony_routes
 from voice.transports.native_ws import CLOSE_TRY_AGAIN, NativeSession
 
@@ -77,6 +78,7 @@ def create_app(settings: Settings, *, gateway: Gateway | None = None) -> Starlet
             Route("/health", _health),
             Route("/ready", _ready),
             Route("/metrics", _metrics),
+            *page_routes(),
         ],
         lifespan=lifespan,
     )
