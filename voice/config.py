@@ -4,7 +4,10 @@ frozen, and passed down. Nothing else in `voice` reads the environment.
 
 from __future__ import annotations
 
+import ipaddress
+import json
 import logging
+import re
 from collections.abc import Iterable, Mapping
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -165,6 +168,76 @@ class TelephonySettings(_Frozen):
         return digit
 
 
+ICE_URL = re.compile(r"(stun|stuns|turn|turns):[^\s/@]+")
+"""A STUN or TURN URI (RFC 7064, RFC 7065): scheme, host, optional port and ``?transport=``."""
+
+
+class IceServer(_Frozen):
+    """One STUN or TURN server, as the browser's ``RTCIceServer`` names it."""
+
+    urls: tuple[str, ...] = Field(min_length=1)
+    username: str | None = None
+    credential: SecretStr | None = None
+    """A TURN password; never logged (the repr masks it)."""
+
+    @field_validator("urls", mode="before")
+    @classmethod
+    def _one_or_many(cls, urls: Any) -> Any:
+        return (urls,) if isinstance(urls, str) else urls
+
+    @field_validator("urls")
+    @classmethod
+    def _check_urls(cls, urls: tuple[str, ...]) -> tuple[str, ...]:
+        for url in urls:
+            if not ICE_URL.fullmatch(url):
+                raise ValueError(
+                    "ICE server URL must look like stun:host[:port] or turn:host[:port]"
+                    f"[?transport=udp|tcp], got {url!r}"
+                )
+        return urls
+
+
+class WebRtcSettings(_Frozen):
+    """Browsers over WebRTC (``POST /v1/webrtc/offer``)."""
+
+    ice_servers: tuple[IceServer, ...] = ()
+    """STUN/TURN servers the server gathers candidates through. None by default: no request
+    ever leaves for a public STUN server unless one is configured here. aiortc uses the
+    first STUN and the first TURN server of the list."""
+    host_addresses: tuple[str, ...] | None = None
+    """Local IP addresses to offer as ICE host candidates. ``None``: every interface's
+    address except loopback (aioice's choice), plus ``127.0.0.1`` (or ``::1``) when
+    ``server.host`` is a loopback address, so a browser on this machine can always connect."""
+    max_offer_bytes: int = Field(default=32 * 1024, ge=1024, le=1024 * 1024)
+    """Largest offer request body; a browser's audio + data channel offer is 2-6 KiB."""
+    connect_timeout_s: float = Field(default=15.0, gt=0)
+    """A peer that has not connected this long after its answer is closed and forgotten."""
+
+    @field_validator("host_addresses", mode="before")
+    @classmethod
+    def _split_addresses(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            items = [item.strip() for item in value.split(",") if item.strip()]
+            return tuple(items) or None
+        return value
+
+    @field_validator("host_addresses")
+    @classmethod
+    def _check_addresses(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        if value is None:
+            return None
+        if not value:
+            raise ValueError("host addresses must name at least one IP address")
+        for item in value:
+            try:
+                address = ipaddress.ip_address(item)
+            except ValueError:
+                raise ValueError(f"host address must be an IP address, got {item!r}") from None
+            if address.is_unspecified or address.is_multicast:
+                raise ValueError(f"host address must be one interface's address, got {item!r}")
+        return value
+
+
 def pool_size(server: ServerSettings, pipeline: PipelineSettings) -> int:
     """Gateway connections for ``max_sessions`` sessions replying at once: each holds one
     chat stream and up to ``tts_lookahead + 1`` speech streams."""
@@ -177,6 +250,7 @@ class Settings(_Frozen):
     pipeline: PipelineSettings = PipelineSettings()
     server: ServerSettings = ServerSettings()
     telephony: TelephonySettings = TelephonySettings()
+    webrtc: WebRtcSettings = WebRtcSettings()
 
     @model_validator(mode="before")
     @classmethod
@@ -210,6 +284,8 @@ class Settings(_Frozen):
                 sections[section][field] = env[var]
         if "VOICE_GATEWAY_HEADERS" in env:
             sections["gateway"]["extra_headers"] = parse_headers(env["VOICE_GATEWAY_HEADERS"])
+        if env.get("VOICE_WEBRTC_ICE_SERVERS", "").strip():
+            sections["webrtc"]["ice_servers"] = parse_ice_servers(env["VOICE_WEBRTC_ICE_SERVERS"])
         for section, values in overrides.items():
             sections[section].update({k: v for k, v in values.items() if v is not None})
         try:
@@ -245,6 +321,9 @@ ENV_VARS: dict[str, tuple[str, str]] = {
     "VOICE_TELEPHONY_CHUNK_MS": ("telephony", "chunk_ms"),
     "VOICE_TELEPHONY_JITTER_FRAMES": ("telephony", "jitter_frames"),
     "VOICE_DTMF_INTERRUPT_DIGIT": ("telephony", "interrupt_digit"),
+    "VOICE_WEBRTC_HOST_ADDRESSES": ("webrtc", "host_addresses"),
+    "VOICE_WEBRTC_MAX_OFFER_BYTES": ("webrtc", "max_offer_bytes"),
+    "VOICE_WEBRTC_CONNECT_TIMEOUT_S": ("webrtc", "connect_timeout_s"),
 }
 """Every environment variable `voice` reads, and the setting it fills."""
 
@@ -284,6 +363,25 @@ def parse_headers(spec: str) -> dict[str, str]:
             raise ConfigError(f"VOICE_GATEWAY_HEADERS: expected 'Name: value', got {item!r}")
         headers[name.strip()] = value.strip()
     return headers
+
+
+def parse_ice_servers(spec: str) -> list[Any]:
+    """``VOICE_WEBRTC_ICE_SERVERS``: comma-separated URLs, or a JSON list as a browser takes.
+
+    ``"stun:stun.example:3478, turn:turn.example?transport=tcp"`` or
+    ``'[{"urls": "turn:turn.example", "username": "u", "credential": "p"}]'``. TURN
+    credentials only fit the JSON form. The items are validated as :class:`IceServer`.
+    """
+    spec = spec.strip()
+    if not spec.startswith("["):
+        return [{"urls": url.strip()} for url in spec.split(",") if url.strip()]
+    try:
+        servers = json.loads(spec)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"VOICE_WEBRTC_ICE_SERVERS is not valid JSON: {exc.msg}") from None
+    if not isinstance(servers, list):
+        raise ConfigError("VOICE_WEBRTC_ICE_SERVERS: expected a JSON list of servers")
+    return [{"urls": item} if isinstance(item, str) else item for item in servers]
 
 
 def _describe(exc: ValidationError) -> str:
