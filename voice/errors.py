@@ -6,7 +6,8 @@ The tree::
     ├── ConfigError                 settings that cannot work (bad URL, bad rate, ...)
     ├── AudioFormatError            audio we cannot read (bad WAV, odd-length PCM, bad rate)
     ├── ProtocolError               a caller's message we cannot accept
-    │   └── FrameTooLarge           a binary frame over the size cap (close 1009)
+    │   ├── FrameTooLarge           a binary frame over the size cap (close 1009)
+    │   └── InvalidOffer            a WebRTC offer we cannot answer (HTTP 400)
     └── GatewayError                anything that went wrong talking to the gateway
         ├── GatewayTimeout          no answer in time                       (retryable)
         ├── GatewayUnavailable      connection failed, or 5xx               (retryable)
@@ -60,6 +61,12 @@ class ProtocolError(VoiceError):
 
 class FrameTooLarge(ProtocolError):
     code = "frame_too_large"
+
+
+class InvalidOffer(ProtocolError):
+    """A WebRTC offer refused before (or instead of) connecting; ``code`` says which check."""
+
+    code = "invalid_offer"
 
 
 class GatewayError(VoiceError):
