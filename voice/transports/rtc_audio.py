@@ -1,0 +1,211 @@
+"""Audio in and out of aiortc: the reply track the browser hears, and the caller's frames.
+
+:class:`ReplyTrack` is the outbound track. aiortc's sender pulls it: each ``recv()`` waits
+until the frame's pts is due on the clock (as aiortc's own ``AudioStreamTrack`` does), then
+hands over the next 20 ms of reply audio, or silence when there is none, so RTP never stops
+and timestamps stay continuous. Reply audio waits in the track's queue, not in the network,
+so ``clear()`` on barge-in drops everything not yet sent at once. It is also the session's
+:class:`~voice.transports.base.AudioSink`.
+
+:func:`caller_pcm` turns a decoded inbound frame (Opus decodes to 48 kHz s16 stereo in
+aiortc; G.711 to 8 kHz mono) into PCM16 mono at the frame's own rate, which the session
+resamples to 16 kHz.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fractions
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+
+import av
+import numpy as np
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+
+from voice.audio.frames import SAMPLE_WIDTH, PcmFrame, Reframer
+from voice.audio.resample import Resampler
+
+RATE = 48_000
+"""Rate of the reply track: Opus's own, so aiortc's encoder never resamples (only upmixes)."""
+FRAME_MS = 20
+"""Opus's usual frame, and aiortc's ``AUDIO_PTIME``: one RTP packet per ``recv()``."""
+SAMPLES = RATE * FRAME_MS // 1000
+TIME_BASE = fractions.Fraction(1, RATE)
+SILENCE = bytes(SAMPLES * SAMPLE_WIDTH)
+RESYNC_S = 0.1
+"""When the sender falls this far behind the clock (a stalled event loop), pacing restarts
+from now rather than bursting the backlog out faster than real time."""
+
+
+class ReplyTrack(MediaStreamTrack):
+    """Reply audio for one peer connection: paced by pts, silent when empty, clearable.
+
+    ``played_ms()`` counts the reply frames handed to aiortc's encoder since
+    ``start_response()``, 20 ms each, by their pts; silence sent while waiting for TTS does
+    not count. It is what left this server, not what the caller's ear got: the frame still
+    crosses the network and the browser's jitter buffer (typically 20-80 ms more) before it
+    plays. We have no report of the browser's playout position, so the count leads by that
+    much, about one short word at most; the dialog's truncation errs on that side.
+    """
+
+    kind = "audio"
+
+    def __init__(
+        self,
+        *,
+        max_queue_ms: int = 10_000,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        super().__init__()
+        self._clock = clock
+        self._sleep = sleep
+        self._max_frames = max(1, max_queue_ms // FRAME_MS)
+        self._queue: deque[bytes] = deque()
+        self._has_space = asyncio.Event()
+        self._has_space.set()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._accepting = True
+        self._reframer = Reframer(RATE, FRAME_MS)
+        self._resamplers: dict[int, Resampler] = {}
+        self._start: float | None = None
+        self._pts = 0
+        self._played_frames = 0
+        self.first_sent_at: float | None = None
+        """Clock time the current response's first frame was handed over; None until then."""
+
+    # -- aiortc's side -------------------------------------------------------------------
+
+    async def recv(self) -> av.AudioFrame:
+        """The next 20 ms frame, once its pts is due: reply audio if queued, else silence."""
+        if self.readyState != "live":
+            raise MediaStreamError
+        now = self._clock()
+        if self._start is None:
+            self._start = now
+        else:
+            self._pts += SAMPLES
+            wait = self._start + self._pts / RATE - now
+            if wait > 0:
+                await self._sleep(wait)
+            elif wait < -RESYNC_S:
+                self._start = now - self._pts / RATE
+            if self.readyState != "live":
+                raise MediaStreamError
+        pcm = self._next_pcm()
+        frame = av.AudioFrame(format="s16", layout="mono", samples=SAMPLES)
+        frame.planes[0].update(pcm)
+        frame.pts = self._pts
+        frame.sample_rate = RATE
+        frame.time_base = TIME_BASE
+        return frame
+
+    def _next_pcm(self) -> bytes:
+        if not self._queue:
+            return SILENCE
+        pcm = self._queue.popleft()
+        self._has_space.set()
+        if not self._queue:
+            self._idle.set()
+        self._played_frames += 1
+        if self.first_sent_at is None:
+            self.first_sent_at = self._clock()
+        return pcm
+
+    # -- the session's side (AudioSink) ----------------------------------------------------
+
+    async def write(self, frame: PcmFrame) -> None:
+        """Queue reply audio (any rate); waits while the queue is full.
+
+        After ``clear()`` writes are dropped until the next ``start_response()``: a reply
+        being cancelled may still hand over a frame or two before its tasks see the cancel.
+        """
+        if not self._accepting:
+            return
+        for out in self._reframer.push(self._resample(frame)):
+            while len(self._queue) >= self._max_frames:
+                self._has_space.clear()
+                await self._has_space.wait()
+            if not self._accepting:
+                return
+            self._queue.append(out.pcm)
+            self._idle.clear()
+
+    async def finish(self) -> None:
+        """End of the response's audio: queue the last partial frame, wait until all is sent."""
+        if not self._accepting:
+            return
+        tail = b"".join(r.flush() for r in self._resamplers.values())
+        self._resamplers.clear()
+        frames = self._reframer.push(tail)
+        last = self._reframer.flush()
+        for out in [*frames, *([last] if last is not None else [])]:
+            self._queue.append(out.pcm)
+            self._idle.clear()
+        await self._idle.wait()
+
+    async def wait_played(self) -> None:
+        """Wait until every queued frame has been handed to the encoder (see the class doc)."""
+        await self._idle.wait()
+
+    def clear(self) -> None:
+        """Drop queued reply audio now (barge-in); the next frame out is silence."""
+        self._accepting = False
+        self._queue.clear()
+        self._resamplers.clear()
+        self._reframer = Reframer(RATE, FRAME_MS)
+        self._has_space.set()
+        self._idle.set()
+
+    def start_response(self) -> None:
+        """A new reply starts: played position and first-send time count from here."""
+        self._accepting = True
+        self._played_frames = 0
+        self.first_sent_at = None
+
+    def played_ms(self) -> float:
+        """Reply audio handed to the encoder since ``start_response()``."""
+        return float(self._played_frames * FRAME_MS)
+
+    @property
+    def queued_ms(self) -> float:
+        """Reply audio waiting here, not yet sent."""
+        return float(len(self._queue) * FRAME_MS)
+
+    def stop(self) -> None:
+        """End the track (the peer connection is closing); wakes a waiting writer."""
+        self.clear()
+        super().stop()
+
+    def _resample(self, frame: PcmFrame) -> bytes:
+        if frame.sample_rate == RATE:
+            return frame.pcm
+        resampler = self._resamplers.get(frame.sample_rate)
+        if resampler is None:
+            resampler = self._resamplers[frame.sample_rate] = Resampler(frame.sample_rate, RATE)
+        return resampler.process(frame.pcm)
+
+
+def caller_pcm(frame: av.AudioFrame) -> bytes:
+    """A decoded inbound frame as PCM16LE mono at ``frame.sample_rate``.
+
+    Stereo is averaged to mono (a browser's microphone arrives with both channels alike).
+    Formats other than packed s16 go through libswresample, keeping the rate.
+    """
+    channels = len(frame.layout.channels)
+    if frame.format.name != "s16" or channels > 2:
+        converter = av.AudioResampler(format="s16", layout="mono", rate=frame.sample_rate)
+        return b"".join(
+            bytes(memoryview(out.planes[0])[: out.samples * SAMPLE_WIDTH])
+            for out in converter.resample(frame)
+        )
+    size = frame.samples * channels * SAMPLE_WIDTH
+    pcm = bytes(memoryview(frame.planes[0])[:size])
+    if channels == 1:
+        return pcm
+    pairs = np.frombuffer(pcm, dtype="<i2").reshape(-1, 2).astype(np.int32)
+    mono: bytes = ((pairs[:, 0] + pairs[:, 1]) >> 1).astype("<i2").tobytes()
+    return mono
