@@ -29,6 +29,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.getLogger("httpx").setLevel(logging.DEBUG if args.verbose else logging.WARNING)
     # faster-whisper logs every transcription's duration at INFO: one line per turn.
     logging.getLogger("faster_whisper").setLevel(logging.DEBUG if args.verbose else logging.WARNING)
+    # aioice logs every ICE check's state change at INFO: a dozen lines per WebRTC caller.
+    logging.getLogger("aioice").setLevel(logging.DEBUG if args.verbose else logging.WARNING)
     try:
         result: int = args.run(args)
         return result

@@ -1,4 +1,5 @@
-"""The ASGI app `voice serve` runs: session WebSocket, health, readiness, metrics, the page.
+"""The ASGI app `voice serve` runs: session WebSocket, WebRTC offers, health, readiness,
+metrics, the page.
 
 It can also be mounted inside an existing Starlette/FastAPI service: build it with
 ``create_app(settings, gateway=...)`` and a gateway the host app opens and closes itself.
@@ -27,6 +28,8 @@ from voice.metrics import Metrics
 from voice.page_routes import page_routes
 from voice.telephony_routes import telephony_routes
 from voice.transports.native_ws import CLOSE_TRY_AGAIN, NativeSession
+from voice.transports.webrtc import WebRtcPeers
+from voice.webrtc_routes import webrtc_routes
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +39,8 @@ class AppState:
     settings: Settings
     gateway: Gateway
     metrics: Metrics = field(default_factory=Metrics)
+    webrtc: WebRtcPeers = field(default_factory=WebRtcPeers)
+    """Live WebRTC sessions; their peer connections outlive the offer request."""
 
     @property
     def full(self) -> bool:
@@ -68,6 +73,7 @@ def create_app(settings: Settings, *, gateway: Gateway | None = None) -> Starlet
         try:
             yield
         finally:
+            await state.webrtc.aclose()
             if owned:
                 await state.gateway.aclose()
 
@@ -75,6 +81,7 @@ def create_app(settings: Settings, *, gateway: Gateway | None = None) -> Starlet
         routes=[
             WebSocketRoute("/v1/session", _session),
             *telephony_routes(),
+            *webrtc_routes(),
             Route("/health", _health),
             Route("/ready", _ready),
             Route("/metrics", _metrics),
