@@ -19,6 +19,11 @@
 // *exactly when* in its own mic levels: the last window over the noise floor at or before
 // that moment. When no such window is close enough (a quiet talker under strong noise
 // suppression), the server-based estimate is used and the figure is marked as such.
+// With the mic-based end the page also knows the uplink: the event's arrival minus the
+// hangover is when the server heard the end, so the gap to the mic's end is the audio's way
+// to the server's VAD (plus the event's short way back). The server's stages are counted
+// from the end of speech as the server heard it, so
+//   voice-to-voice = uplink + first_audio_ms (the server's stages) + downlink and playout.
 //
 // For tests and the console, `window.voiceApp` exposes the state history, every event
 // received, per-turn latency and the peer connection.
@@ -157,14 +162,18 @@ function showLatency(turn) {
   ui.v2v.classList.toggle("none", v2v == null);
   ui.v2vNote.textContent =
     v2v != null && turn.speech_end === "server" ? " (speech end from the server's VAD)" : "";
+  const uplink = turn.uplink_ms;
   const delivery = v2v != null && t.first_audio_ms != null ? v2v - t.first_audio_ms : null;
   const stages = [
+    ["uplink", "Uplink", delivery != null ? uplink : null],
     ["vad", "VAD", t.vad_ms],
     ["asr", "ASR", t.asr_ms],
     ["llm", "LLM to 1st sentence", t.first_sentence_ms],
     ["tts", "TTS first byte", t.tts_ttfb_ms],
     ["overhead", "Overhead", t.overhead_ms],
-    ["delivery", "Network + playout", delivery],
+    uplink != null && delivery != null
+      ? ["delivery", "Downlink + playout", delivery - uplink]
+      : ["delivery", "Network + playout", delivery],
   ].filter(([, , value]) => value != null);
   const total = stages.reduce((sum, [, , value]) => sum + Math.max(0, value), 0) || 1;
   ui.stages.replaceChildren(
@@ -498,7 +507,8 @@ class Call {
     if (db <= REPLY_ONSET_DB) return;
     this.replyLoudAt = performance.now();
     if (this.speechEnd) {
-      const v2v = { ms: (time - this.speechEnd.time) * 1000, method: this.speechEnd.method };
+      const end = this.speechEnd;
+      const v2v = { ms: (time - end.time) * 1000, method: end.method, uplinkMs: end.uplinkMs };
       this.speechEnd = null;
       if (this.response) this.response.v2v = v2v;
       else this.onsetWithoutResponse = v2v;
@@ -517,10 +527,12 @@ class Call {
     for (let i = this.micHistory.length - 1; i >= 0; i--) {
       const w = this.micHistory[i];
       if (w.time > latest || !w.voiced) continue;
-      if (latest - w.time <= MIC_END_MAX_GAP_S) return { time: w.time, method: "mic" };
+      if (latest - w.time <= MIC_END_MAX_GAP_S) {
+        return { time: w.time, method: "mic", uplinkMs: (now - hangover - w.time) * 1000 };
+      }
       break;
     }
-    return { time: now - hangover, method: "server" };
+    return { time: now - hangover, method: "server", uplinkMs: null };
   }
 
   // -------------------------------------------------------------------------------------
@@ -633,6 +645,7 @@ class Call {
       timings: event.timings || {},
       voice_to_voice_ms: r && r.v2v ? r.v2v.ms : null,
       speech_end: r && r.v2v ? r.v2v.method : null,
+      uplink_ms: r && r.v2v ? r.v2v.uplinkMs : null,
     };
     app.turns.push(turn);
     if (r && r.entry.turn.isConnected) {
