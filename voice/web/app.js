@@ -512,6 +512,8 @@ class Call {
       this.speechEnd = null;
       if (this.response) this.response.v2v = v2v;
       else this.onsetWithoutResponse = v2v;
+      // The figure is known now; the server's stages follow with response.done.
+      showLatency({ voice_to_voice_ms: v2v.ms, speech_end: v2v.method, uplink_ms: null });
     }
     const r = this.response;
     if (r && !r.finished && (app.state === "thinking" || app.state === "listening")) {
