@@ -243,12 +243,12 @@ function scrollDown() {
 
 /** Show a reply cut short: what the caller heard stays, the rest is struck through. */
 function markUnheard(entry, fullText, heard) {
-  const cut = fullText.startsWith(heard) ? heard.length : 0;
-  const kept = cut ? fullText.slice(0, cut) : heard;
   const unheard = document.createElement("span");
   unheard.className = "unheard";
-  unheard.textContent = cut ? fullText.slice(cut) : fullText;
-  entry.bubble.replaceChildren(kept, unheard);
+  // The server's heard_text is a prefix of the streamed text; should it ever not be, the
+  // page shows what the server says was heard and strikes out nothing it cannot place.
+  unheard.textContent = fullText.startsWith(heard) ? fullText.slice(heard.length) : "";
+  entry.bubble.replaceChildren(heard, unheard);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -257,6 +257,7 @@ function markUnheard(entry, fullText, heard) {
 class Call {
   constructor() {
     this.closed = false;
+    this.up = false; // connected: the events channel opened
     this.pc = null;
     this.dc = null;
     this.mic = null;
@@ -324,6 +325,9 @@ class Call {
     }
     this.check();
     this.meter(this.mic, (time, db) => this.onMicLevel(time, db));
+    const track = this.mic.getAudioTracks()[0];
+    track.onended = () =>
+      this.lost("The microphone stopped.", "It was unplugged or taken by another application.");
 
     // No STUN or TURN servers: the answer carries every candidate of the server, and
     // nothing here may contact a third party. Calls across NATs need a TURN relay.
@@ -331,13 +335,14 @@ class Call {
     this.dc = pc.createDataChannel("events", { ordered: true });
     this.dc.onmessage = (e) => this.onMessage(e.data);
     this.dc.onclose = () => this.lost("The server ended the call.", "The session was closed.");
-    pc.addTransceiver(this.mic.getAudioTracks()[0], {
+    pc.addTransceiver(track, {
       direction: "sendrecv",
       streams: [this.mic],
     });
     pc.ontrack = (e) => this.onRemoteTrack(e);
     pc.onconnectionstatechange = () => {
-      if (pc.connectionState === "failed") {
+      // While the call is being set up, channelOpen() reports a failure (ICE failed).
+      if (pc.connectionState === "failed" && this.up) {
         this.lost("The connection to the server failed.", "The audio path was lost.");
       }
     };
@@ -351,6 +356,7 @@ class Call {
     this.sessionId = answer.session_id;
     await this.channelOpen();
     this.check();
+    this.up = true;
     setState("listening");
   }
 
