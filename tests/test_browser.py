@@ -101,6 +101,9 @@ async def test_a_turn_in_the_browser(tmp_path):
         ear = await page.evaluate("window.testEar")
         shown = await page.locator("#v2v").inner_text()
         states = [s["state"] for s in await page.evaluate("voiceApp.states")]
+        # On a phone-sized screen everything still fits: nothing scrolls sideways.
+        await page.set_viewport_size({"width": 360, "height": 740})
+        overflow = await page.evaluate("document.documentElement.scrollWidth")
         await page.click("#call")  # hang up
         await wait_state(page, "idle")
         # The server lets the session go once the page hangs up.
@@ -134,6 +137,7 @@ async def test_a_turn_in_the_browser(tmp_path):
     # and loosely bounded so a wrong end of speech (the lead-in silence) would show.
     assert timings["first_audio_ms"] - 100 <= v2v <= timings["first_audio_ms"] + 1500
     assert shown == str(round(v2v))
+    assert overflow <= 360
     assert await_order(states, "connecting", "listening", "thinking", "speaking", "listening")
     assert sum(simulated.in_flight.values()) == 0
 
