@@ -9,7 +9,13 @@ every 20 ms in real time, marks echoed when their audio has played. Each call as
 - ``overhead_ms`` p50/p95/max: first reply audio sent − (vad + asr + first sentence + TTS
   first byte), from the server's own per-turn timings (ARCHITECTURE.md);
 - voice-to-voice p50/p95 at the far end: first reply audio received − end of speech;
-- the server process's CPU: percent of one core over the level, and seconds per call-minute.
+- the server's event loop: ``lag p99`` (median over the level's seconds of each second's
+  99th percentile) and ``max``, how late it ran a timer due every 10 ms, i.e. how long any
+  ready callback waited behind the others; and time in garbage collection (ms per second
+  and longest pause);
+- the server process's CPU: percent of one core over the level, and seconds per call-minute;
+  the CPU of this load generator (``callers``), of the simulated gateway, and of everything
+  else on the machine meanwhile (``others``: figures taken on a busy machine are worse).
 
     .venv/bin/python -m benchmarks.twilio                       # 1, 50 and 100 calls
     .venv/bin/python -m benchmarks.twilio --calls 1,10 --turns 1
@@ -39,6 +45,13 @@ TURN_TIMEOUT_S = 40.0
 STAGES = ("vad_ms", "asr_ms", "first_sentence_ms", "tts_ttfb_ms", "first_audio_ms")
 
 
+def machine_busy_seconds() -> float:
+    """CPU seconds all cores have spent busy since boot (/proc/stat)."""
+    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(f) for f in fields[:8])
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
 def read_lines(path: Path) -> list[str]:
     # A few kilobytes between levels: reading them in the loop holds nothing up.
     return path.read_text().splitlines()
@@ -49,8 +62,50 @@ def median(values: list[float | None]) -> float:
     return statistics.median(present) if present else float("nan")
 
 
+LAG_TICK_S = 0.01
+"""How often the server process checks how late its event loop runs a due timer."""
+
+
+async def watch_loop(out: Any) -> None:
+    """Once a second, log how late the loop ran a timer due every :data:`LAG_TICK_S` (the
+    wait any ready callback has behind the others) and the time spent in garbage collection.
+    """
+    import gc
+
+    gc_ms = gc_max = 0.0
+    gc_started = 0.0
+
+    def on_gc(phase: str, info: dict[str, int]) -> None:
+        nonlocal gc_ms, gc_max, gc_started
+        if phase == "start":
+            gc_started = time.perf_counter()
+        else:
+            pause = (time.perf_counter() - gc_started) * 1000
+            gc_ms += pause
+            gc_max = max(gc_max, pause)
+
+    gc.callbacks.append(on_gc)
+    lags: list[float] = []
+    second = time.monotonic() + 1
+    while True:
+        due = time.monotonic() + LAG_TICK_S
+        await asyncio.sleep(LAG_TICK_S)
+        now = time.monotonic()
+        lags.append((now - due) * 1000)
+        if now >= second:
+            lags.sort()
+            line = {"t": now, "lag_p99": lags[int(0.99 * (len(lags) - 1))], "lag_max": lags[-1]}
+            out.write(json.dumps({**line, "gc_ms": gc_ms, "gc_max": gc_max}) + "\n")
+            lags.clear()
+            gc_ms = gc_max = 0.0
+            second = now + 1
+
+
 def serve(port: int, gateway_url: str, timings: Path) -> None:
-    """The server process: `voice serve` as built by the CLI, plus a per-turn timings log."""
+    """The server process: `voice serve` as built by the CLI, plus a per-turn timings log
+    and, in ``<timings>.loop``, the event loop's lag every second."""
+    import contextlib
+
     import uvicorn
 
     from voice.config import Settings
@@ -74,6 +129,19 @@ def serve(port: int, gateway_url: str, timings: Path) -> None:
                 out.write(json.dumps({"status": event.status, **event.timings.as_dict()}) + "\n")
 
     app.state.voice.metrics = TimingMetrics()
+    loop_log = Path(f"{timings}.loop").open("a", buffering=1)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Any) -> Any:
+        async with inner(app):
+            watcher = asyncio.create_task(watch_loop(loop_log))
+            try:
+                yield
+            finally:
+                watcher.cancel()
+
+    inner = app.router.lifespan_context
+    app.router.lifespan_context = lifespan
     uvicorn.run(app, host="127.0.0.1", port=port, ws="websockets-sansio", log_level="warning")
 
 
@@ -112,16 +180,21 @@ async def one_call(
 
 
 async def run_level(
-    url: str, calls: int, args: argparse.Namespace, pid: int, timings: Path
+    url: str, calls: int, args: argparse.Namespace, pids: dict[str, int], timings: Path
 ) -> dict[str, Any]:
     seen = len(read_lines(timings))
-    cpu_before, began = cpu_seconds(pid), time.monotonic()
+    before = {name: cpu_seconds(p) for name, p in pids.items()}
+    busy_before, began = machine_busy_seconds(), time.monotonic()
     results = await asyncio.gather(
         *(one_call(url, i, calls, args.turns, args.ramp, args.deflate) for i in range(calls))
     )
     wall = time.monotonic() - began
-    cpu = cpu_seconds(pid) - cpu_before
+    used = {name: cpu_seconds(p) - before[name] for name, p in pids.items()}
+    others = machine_busy_seconds() - busy_before - sum(used.values())
+    cpu = used["server"]
     turns_done = [json.loads(line) for line in read_lines(timings)[seen:]]
+    loop = [json.loads(line) for line in read_lines(Path(f"{timings}.loop"))]
+    loop = [second for second in loop if began < second["t"] <= began + wall]
     overhead = [t["overhead_ms"] for t in turns_done if t["overhead_ms"] is not None]
     v2v = [ms for r in results for ms in r["v2v"]]
     return {
@@ -136,13 +209,22 @@ async def run_level(
         "v2v_p50": statistics.median(v2v) if v2v else float("nan"),
         "v2v_p95": percentile(v2v, 95),
         "stages_p50": {name: median([t[name] for t in turns_done]) for name in STAGES},
+        "loop_lag_p99": percentile([second["lag_p99"] for second in loop], 50),
+        "loop_lag_max": max((second["lag_max"] for second in loop), default=float("nan")),
+        "gc_ms_per_s": sum(second["gc_ms"] for second in loop) / max(len(loop), 1),
+        "gc_max_ms": max((second["gc_max"] for second in loop), default=float("nan")),
         "cpu_percent": 100 * cpu / wall,
         "cpu_s_per_call_min": cpu / (calls * wall / 60),
+        "callers_cpu_percent": 100 * used["callers"] / wall,
+        "gateway_cpu_percent": 100 * used["gateway"] / wall,
+        "others_cpu_percent": 100 * others / wall,
         "wall_s": wall,
     }
 
 
-async def measure(args: argparse.Namespace, gw_port: int, port: int, pid: int, timings: Path):
+async def measure(
+    args: argparse.Namespace, gw_port: int, port: int, pids: dict[str, int], timings: Path
+) -> None:
     await wait_healthy(f"http://127.0.0.1:{gw_port}/health")
     await wait_healthy(f"http://127.0.0.1:{port}/health")
     url = f"ws://127.0.0.1:{port}/v1/twilio"
@@ -152,19 +234,27 @@ async def measure(args: argparse.Namespace, gw_port: int, port: int, pid: int, t
         f"permessage-deflate {'on' if args.deflate else 'off'}; {os.cpu_count()} cores"
     )
     print(
+        "CPU: % of one core over the level; 'callers' is this load generator, 'others' what "
+        "the rest of the machine used meanwhile (a busy machine makes every figure worse)"
+    )
+    print(
         f"{'calls':>5} {'turns':>5} {'failed':>6} {'overhead p50':>12} {'p95':>6} {'max':>6} "
-        f"{'v2v p50':>8} {'v2v p95':>8} {'server CPU %':>12} {'CPU s/call-min':>14}"
+        f"{'v2v p50':>8} {'v2v p95':>8} {'lag p99':>7} {'max':>5} {'gc ms/s':>7} {'max':>5} "
+        f"{'server CPU %':>12} {'CPU s/call-min':>14} {'callers':>7} {'gateway':>7} "
+        f"{'others':>6}"
     )
     rows = []
     for level in (int(n) for n in args.calls.split(",")):
-        row = await run_level(url, level, args, pid, timings)
+        row = await run_level(url, level, args, pids, timings)
         rows.append(row)
         failed = row["not_completed"] + row["timeouts"] + row["violations"]
         print(
             f"{row['calls']:>5} {row['turns']:>5} {failed:>6} {row['overhead_p50']:>12.1f} "
             f"{row['overhead_p95']:>6.1f} {row['overhead_max']:>6.1f} {row['v2v_p50']:>8.0f} "
-            f"{row['v2v_p95']:>8.0f} {row['cpu_percent']:>12.0f} "
-            f"{row['cpu_s_per_call_min']:>14.2f}",
+            f"{row['v2v_p95']:>8.0f} {row['loop_lag_p99']:>7.1f} {row['loop_lag_max']:>5.0f} "
+            f"{row['gc_ms_per_s']:>7.1f} {row['gc_max_ms']:>5.0f} {row['cpu_percent']:>12.0f} "
+            f"{row['cpu_s_per_call_min']:>14.2f} {row['callers_cpu_percent']:>7.0f} "
+            f"{row['gateway_cpu_percent']:>7.0f} {row['others_cpu_percent']:>6.0f}",
             flush=True,
         )
     if args.json:
@@ -204,7 +294,8 @@ def main() -> None:
             cwd=ROOT,
         )  # fmt: skip
         try:
-            asyncio.run(measure(args, gw_port, port, server.pid, timings))
+            pids = {"server": server.pid, "gateway": gateway.pid, "callers": os.getpid()}
+            asyncio.run(measure(args, gw_port, port, pids, timings))
         finally:
             for proc in (server, gateway):
                 proc.terminate()
