@@ -764,3 +764,28 @@ async def test_the_connection_pool_holds_max_connections():
                 with pytest.raises(GatewayTimeout, match="no gateway connection came free"):
                     await gw.models()
             assert await gw.models() == ["m"]
+
+
+async def test_a_large_pool_is_split_over_clients_yet_holds_exactly_max_connections():
+    def respond(request_line: bytes, body: bytes) -> bytes:
+        if b"/v1/chat/completions" in request_line:
+            events = [sse(delta("Hello"), done=False), b"data: [DONE]\n\n"]
+            return http_response("200 OK", {"content-type": "text/event-stream"}, events)
+        return http_response("200 OK", {"content-type": "application/json"},
+                             [b'{"data": [{"id": "m"}]}'])  # fmt: skip
+
+    size = 2 * http_module.SHARD_CONNECTIONS + 3  # three clients: 12 + 12 + 11
+    async with raw_server(respond) as (url, connections):
+        settings = GatewaySettings(
+            url=url, max_connections=size, max_retries=0, connect_timeout_s=50 * MS
+        )
+        async with HttpGateway(settings) as gw, contextlib.AsyncExitStack() as streams:
+            chats = [await streams.enter_async_context(contextlib.aclosing(gw.chat(MESSAGES)))
+                     for _ in range(size)]  # fmt: skip
+            # Every stream got a connection at once: no client's share ran out before another's.
+            assert await asyncio.gather(*(anext(chat) for chat in chats)) == ["Hello"] * size
+            assert len(connections) == size
+            with pytest.raises(GatewayTimeout, match="no gateway connection came free"):
+                await gw.models()
+            await chats[size // 2].aclose()  # frees a place in one of the clients
+            assert await gw.models() == ["m"]
