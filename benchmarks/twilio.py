@@ -52,6 +52,11 @@ def machine_busy_seconds() -> float:
     return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
 
 
+def cpu_wait_seconds(pid: int) -> float:
+    """Seconds process ``pid``'s main thread has spent ready to run but waiting for a core."""
+    return int(Path(f"/proc/{pid}/schedstat").read_text().split()[1]) / 1e9
+
+
 def read_lines(path: Path) -> list[str]:
     # A few kilobytes between levels: reading them in the loop holds nothing up.
     return path.read_text().splitlines()
@@ -184,6 +189,7 @@ async def run_level(
 ) -> dict[str, Any]:
     seen = len(read_lines(timings))
     before = {name: cpu_seconds(p) for name, p in pids.items()}
+    waited_before = cpu_wait_seconds(pids["server"])
     busy_before, began = machine_busy_seconds(), time.monotonic()
     results = await asyncio.gather(
         *(one_call(url, i, calls, args.turns, args.ramp, args.deflate) for i in range(calls))
@@ -192,6 +198,7 @@ async def run_level(
     used = {name: cpu_seconds(p) - before[name] for name, p in pids.items()}
     others = machine_busy_seconds() - busy_before - sum(used.values())
     cpu = used["server"]
+    waited = cpu_wait_seconds(pids["server"]) - waited_before
     turns_done = [json.loads(line) for line in read_lines(timings)[seen:]]
     loop = [json.loads(line) for line in read_lines(Path(f"{timings}.loop"))]
     loop = [second for second in loop if began < second["t"] <= began + wall]
@@ -215,6 +222,7 @@ async def run_level(
         "gc_max_ms": max((second["gc_max"] for second in loop), default=float("nan")),
         "cpu_percent": 100 * cpu / wall,
         "cpu_s_per_call_min": cpu / (calls * wall / 60),
+        "server_cpu_wait_percent": 100 * waited / wall,
         "callers_cpu_percent": 100 * used["callers"] / wall,
         "gateway_cpu_percent": 100 * used["gateway"] / wall,
         "others_cpu_percent": 100 * others / wall,
@@ -240,8 +248,8 @@ async def measure(
     print(
         f"{'calls':>5} {'turns':>5} {'failed':>6} {'overhead p50':>12} {'p95':>6} {'max':>6} "
         f"{'v2v p50':>8} {'v2v p95':>8} {'lag p99':>7} {'max':>5} {'gc ms/s':>7} {'max':>5} "
-        f"{'server CPU %':>12} {'CPU s/call-min':>14} {'callers':>7} {'gateway':>7} "
-        f"{'others':>6}"
+        f"{'server CPU %':>12} {'CPU s/call-min':>14} {'waited %':>8} {'callers':>7} "
+        f"{'gateway':>7} {'others':>6}"
     )
     rows = []
     for level in (int(n) for n in args.calls.split(",")):
@@ -253,7 +261,8 @@ async def measure(
             f"{row['overhead_p95']:>6.1f} {row['overhead_max']:>6.1f} {row['v2v_p50']:>8.0f} "
             f"{row['v2v_p95']:>8.0f} {row['loop_lag_p99']:>7.1f} {row['loop_lag_max']:>5.0f} "
             f"{row['gc_ms_per_s']:>7.1f} {row['gc_max_ms']:>5.0f} {row['cpu_percent']:>12.0f} "
-            f"{row['cpu_s_per_call_min']:>14.2f} {row['callers_cpu_percent']:>7.0f} "
+            f"{row['cpu_s_per_call_min']:>14.2f} {row['server_cpu_wait_percent']:>8.0f} "
+            f"{row['callers_cpu_percent']:>7.0f} "
             f"{row['gateway_cpu_percent']:>7.0f} {row['others_cpu_percent']:>6.0f}",
             flush=True,
         )
