@@ -122,3 +122,30 @@ async def test_a_carrier_that_never_echoes_does_not_stall_the_reply(caplog):
         assert "does not echo marks" in caplog.text
     finally:
         task.cancel()
+
+
+async def test_audio_is_held_to_fill_a_chunk_only_while_the_far_end_has_some_to_play():
+    carrier = Carrier()
+    playout = MarkedPlayout(
+        codec=PCMU, messages=Messages(), send=carrier.send, lead_ms=300, chunk_ms=60
+    )
+    task = await running(playout)
+    try:
+        playout.start_response()
+        # A reply's first speech: less than a chunk once resampled (the resampler keeps a
+        # few samples back), yet it leaves at once, the line being silent.
+        await playout.write(audio(60))
+        assert [m["event"] for m in carrier.sent] == ["media", "mark"]
+        first = carrier.sent[0]["n"]
+        assert 400 < first < 480
+        await playout.write(audio(90))  # 60 ms to a whole chunk, 30 ms over
+        assert [m.get("n") for m in carrier.sent[2:]] == [480, None]
+        await asyncio.sleep(20 * MS)
+        assert len(carrier.sent) == 4  # the far end has audio to play: 30 ms wait for more
+        for name in carrier.marks():  # ... until it has played everything
+            await playout.on_mark(name)
+        assert [m.get("n") for m in carrier.sent[4:]] == [240, None]
+        await playout.finish()
+        assert sum(m["n"] for m in carrier.sent if m["event"] == "media") == 150 * 8
+    finally:
+        task.cancel()

@@ -40,7 +40,8 @@ class CarrierMessages(Protocol):
 class MarkedPlayout:
     """An :class:`~voice.transports.base.AudioSink` whose played position comes from marks.
 
-    ``write`` resamples reply audio to the codec's rate, cuts it into ``chunk_ms`` chunks,
+    ``write`` resamples reply audio to the codec's rate, cuts it into ``chunk_ms`` chunks
+    (a shorter one rather than hold audio back from a far end that has nothing to play),
     encodes them and sends each with a mark after it while less than ``lead_ms`` is
     unacknowledged; ``on_mark`` takes the carrier's echoes and sends what they make room for.
     Sending from those calls, not from a task woken for it, saves a pass of the event loop
@@ -99,7 +100,7 @@ class MarkedPlayout:
         if not self._accepting:
             return
         self._pcm += self._resample(frame)
-        await self._enqueue(len(self._pcm) // self._chunk_pcm * self._chunk_pcm)
+        await self._enqueue(self._ready())
         await self._pump()
 
     async def finish(self) -> None:
@@ -151,6 +152,9 @@ class MarkedPlayout:
         if not self._ledger.echoed(name):
             return False
         self._settle()
+        if self._pcm and self._accepting and self._dry():
+            # The far end has played everything: a part chunk waiting for more goes now.
+            await self._enqueue(len(self._pcm) // SAMPLE_WIDTH * SAMPLE_WIDTH)
         await self._pump()
         return True
 
@@ -219,6 +223,21 @@ class MarkedPlayout:
                 "the carrier does not echo marks; is the stream bidirectional "
                 "(<Connect><Stream>)? Played audio cannot be tracked"
             )
+
+    def _ready(self) -> int:
+        """Bytes of ``_pcm`` to send now: whole chunks, or, when there is less than a chunk
+        and the far end has nothing left to play, all of it. Waiting to fill a chunk then
+        only keeps the caller in silence: a reply's first resampled audio is a little short
+        of a chunk (the resampler's delay), and the rest comes with the next piece of speech,
+        12 ms later at 5x real time, a whole chunk later at 1x."""
+        whole = len(self._pcm) // self._chunk_pcm * self._chunk_pcm
+        if whole or not self._dry():
+            return whole
+        return len(self._pcm) // SAMPLE_WIDTH * SAMPLE_WIDTH
+
+    def _dry(self) -> bool:
+        """Nothing queued here, and the far end has played (or dropped) all we sent."""
+        return not self._queue and self._ledger.outstanding_ms <= 0
 
     def _settle(self) -> None:
         if self._ledger.outstanding_ms <= 0 and not self._queue:
