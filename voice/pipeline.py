@@ -81,11 +81,22 @@ class _SpeechJob:
 
 @dataclass
 class Transcription:
-    """One turn's transcription, started as soon as the turn ends; owned by the session."""
+    """One turn's transcription, started as soon as the turn ends; owned by the session.
+
+    The task that runs it calls :meth:`end` as it finishes, however it finishes, and again
+    from a done callback (for a task cancelled before it ran). A reply waits on ``finished``
+    rather than on the task: that wakes it one pass of the event loop sooner (a task's done
+    callbacks are themselves scheduled), and cancelling the reply leaves the task alone.
+    ``task`` is done by the time a waiter wakes: ``end`` runs in the task's last step.
+    """
 
     started: float
     ended: float | None = None
     task: asyncio.Task[str] = field(init=False)
+    finished: asyncio.Event = field(default_factory=asyncio.Event, init=False)
+
+    def end(self, *_: object) -> None:
+        self.finished.set()
 
 
 class Reply:
@@ -156,20 +167,23 @@ class Reply:
         # One slot per sentence being fetched or played: the playing one plus the look-ahead.
         slots = asyncio.Semaphore(self._settings.tts_lookahead + 1)
         async with asyncio.TaskGroup() as tg:
-            tg.create_task(self._write(tg, jobs, slots))
             tg.create_task(self._play(jobs, slots))
+            # The chat request goes from this task, not from a new one that would start a
+            # pass of the event loop later (under load, a pass takes milliseconds).
+            await self._write(tg, jobs, slots)
         self._emit(AudioDone(self.response_id))
         await self._sink.wait_played()
 
     async def _collect_transcripts(self) -> str:
         """Wait for every unanswered turn's transcript and join them, in order.
 
-        ``asyncio.wait`` rather than ``gather``: if this reply is cancelled (the caller spoke
-        again before it was heard), the transcriptions go on for the next reply.
+        If this reply is cancelled (the caller spoke again before it was heard), the
+        transcriptions go on for the next reply: see :class:`Transcription`.
         """
         items = self._transcriptions
         if items:
-            await asyncio.wait([t.task for t in items])
+            for item in items:
+                await item.finished.wait()
             self.clock.asr_start, self.clock.asr_end = items[-1].started, items[-1].ended
         self._on_commit()
         texts = []

@@ -175,13 +175,18 @@ class Session:
     def _transcribe(self, turn: SpeechStopped) -> None:
         item = Transcription(started=time.monotonic())
         item.task = asyncio.create_task(self._run_transcription(turn.audio, item))
+        item.task.add_done_callback(item.end)
         self._pending.append(item)
 
     async def _run_transcription(self, audio: bytes, item: Transcription) -> str:
-        text = (await self._gateway.transcribe(wav_bytes(PcmFrame(audio, PIPELINE_RATE)))).strip()
-        item.ended = time.monotonic()
-        self._emit(Transcript(text))
-        return text
+        try:
+            wav = wav_bytes(PcmFrame(audio, PIPELINE_RATE))
+            text = (await self._gateway.transcribe(wav)).strip()
+            item.ended = time.monotonic()
+            self._emit(Transcript(text))
+            return text
+        finally:
+            item.end()
 
     def _start_reply(self, *, vad_ms: float, declared: float) -> None:
         pending = list(self._pending)
