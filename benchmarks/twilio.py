@@ -111,8 +111,7 @@ def serve(port: int, gateway_url: str, timings: Path) -> None:
     and, in ``<timings>.loop``, the event loop's lag every second."""
     import contextlib
 
-    import uvicorn
-
+    from voice.cli import run_app
     from voice.config import Settings
     from voice.core.events import ResponseDone, SessionEvent
     from voice.metrics import Metrics
@@ -147,7 +146,7 @@ def serve(port: int, gateway_url: str, timings: Path) -> None:
 
     inner = app.router.lifespan_context
     app.router.lifespan_context = lifespan
-    uvicorn.run(app, host="127.0.0.1", port=port, ws="websockets-sansio", log_level="warning")
+    run_app(app, host="127.0.0.1", port=port, log_level="warning")
 
 
 async def one_call(
