@@ -48,7 +48,9 @@ class Ear:
         self._pending = b""  # bytes short of a whole window, and the play time they start at
         self._pending_at = 0.0
         self._buffer_end = 0.0  # when the caller's buffer runs dry
-        self._loud: list[tuple[float, bool]] = []  # (play time of window start, loud)
+        # Play times of the windows that were sound; quiet ones need no record, so a caller
+        # on a transport that streams silence between replies (WebRTC) keeps a short list.
+        self._loud: list[float] = []
         self._flushes: list[float] = []
         self.received_s = 0.0
         """Seconds of audio received (including any later flushed)."""
@@ -71,7 +73,8 @@ class Ear:
         whole = len(data) - len(data) % self._window
         at = self._pending_at
         for i in range(0, whole, self._window):
-            self._loud.append((at, rms_dbfs(data[i : i + self._window]) > self._threshold))
+            if rms_dbfs(data[i : i + self._window]) > self._threshold:
+                self._loud.append(at)
             at += self._window_s
         self._pending = data[whole:]
         self._pending_at = at
@@ -79,7 +82,7 @@ class Ear:
     def flush(self, now: float) -> None:
         """The caller dropped its buffer at ``now``: nothing after ``now`` is heard."""
         self._pending = b""
-        while self._loud and self._loud[-1][0] >= now:
+        while self._loud and self._loud[-1] >= now:
             self._loud.pop()
         self._buffer_end = min(self._buffer_end, now)
         self._flushes.append(now)
@@ -89,9 +92,7 @@ class Ear:
         spans: list[Span] = []
         start: float | None = None
         end = 0.0
-        for at, loud in self._loud:
-            if not loud:
-                continue
+        for at in self._loud:
             if start is not None and at - end <= self._bridge_s:
                 end = at + self._window_s
                 continue
@@ -123,6 +124,6 @@ class Ear:
 
     def _close_pending(self) -> None:
         if self._pending:
-            loud = rms_dbfs(self._pending) > self._threshold
-            self._loud.append((self._pending_at, loud))
+            if rms_dbfs(self._pending) > self._threshold:
+                self._loud.append(self._pending_at)
             self._pending = b""

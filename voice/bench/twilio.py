@@ -15,7 +15,7 @@ import base64
 import json
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Iterable
 from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect
@@ -24,37 +24,32 @@ from websockets.exceptions import ConnectionClosed
 from voice.audio.frames import FRAME_MS, PcmFrame
 from voice.audio.g711 import mulaw_decode, mulaw_encode
 from voice.audio.resample import resample
+from voice.bench.caller import Caller, real_time
 from voice.bench.ear import Ear
 
 RATE = 8_000
 FRAME = RATE * FRAME_MS // 1000  # mu-law bytes per 20 ms
+SILENCE = b"\xff" * FRAME  # mu-law silence
 QUIET_S = 1.0
 """Silence from the server that marks the end of a reply on a protocol with no such event."""
 
 
-class TwilioCaller:
-    """The same surface as :class:`~voice.bench.caller.NativeCaller`, over Twilio media."""
-
-    def __init__(self, url: str, *, index: int = 0) -> None:
-        self.url = url
-        self.sid = f"MZbench{index:025d}"
-        self.ear = Ear(RATE)
-        self.events: list[tuple[float, dict[str, Any]]] = []
-        self.errors: list[str] = []
-        self.closed = asyncio.Event()
-        self.last_media_at = 0.0
-        self._mic: deque[bytes] = deque()
-        self._first_sent: asyncio.Future[float] | None = None
-        self._spoken = asyncio.Event()
-        self._new_event = asyncio.Event()
-        self._marks: deque[tuple[float, str]] = deque()  # (due time, name)
-        self._play_end = 0.0
-        self._ws: ClientConnection | None = None
-        self._tasks: list[asyncio.Task[None]] = []
-        self._seq = 0
+class TwilioCaller(Caller):
+    """A carrier's far end on Twilio Media Streams (see the module docstring)."""
 
     interrupt_event = "clear"
     """What tells this caller its reply was cut: Twilio's ``clear``."""
+
+    def __init__(self, url: str, *, index: int = 0) -> None:
+        super().__init__(Ear(RATE))
+        self.url = url
+        self.sid = f"MZbench{index:025d}"
+        self.last_media_at = 0.0
+        self._marks: deque[tuple[float, str]] = deque()  # (due time, name)
+        self._play_end = 0.0
+        self._ws: ClientConnection | None = None
+        self._seq = 0
+        self._chunk = 0
 
     def _next_seq(self) -> int:
         # Taken before any await: the sender and the mark echo share one numbering.
@@ -74,16 +69,14 @@ class TwilioCaller:
         }
         await self._send_event("start", self._next_seq(), start)
         self._tasks = [
-            asyncio.create_task(self._send()),
+            asyncio.create_task(real_time(FRAME_MS / 1000.0, self._send)),
             asyncio.create_task(self._receive()),
             asyncio.create_task(self._echo_marks()),
         ]
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await super().__aexit__(*exc)
         if self._ws is not None:
             try:
                 await self._send_event("stop", self._next_seq(), {"callSid": "CA" + self.sid[2:]})
@@ -91,41 +84,12 @@ class TwilioCaller:
                 pass
             await self._ws.close()
 
-    async def say(self, audio: PcmFrame) -> float:
+    def _frames(self, audio: PcmFrame) -> Iterable[bytes]:
         pcm = (
             resample(audio.pcm, audio.sample_rate, RATE) if audio.sample_rate != RATE else audio.pcm
         )
         ulaw = mulaw_encode(pcm)
-        self._spoken.clear()
-        self._mic.extend(
-            ulaw[i : i + FRAME].ljust(FRAME, b"\xff") for i in range(0, len(ulaw), FRAME)
-        )
-        self._first_sent = asyncio.get_running_loop().create_future()
-        return await self._first_sent
-
-    def hush(self) -> None:
-        self._mic.clear()
-        self._spoken.set()
-
-    async def until_spoken(self) -> None:
-        await self._spoken.wait()
-
-    async def wait_for(
-        self, predicate: Callable[[dict[str, Any]], bool], *, since: int, timeout_s: float
-    ) -> tuple[float, dict[str, Any]] | None:
-        try:
-            async with asyncio.timeout(timeout_s):
-                while True:
-                    for at, event in self.events[since:]:
-                        if predicate(event):
-                            return at, event
-                    since = len(self.events)
-                    if self.closed.is_set():
-                        return None
-                    self._new_event.clear()
-                    await self._new_event.wait()
-        except TimeoutError:
-            return None
+        return (ulaw[i : i + FRAME].ljust(FRAME, b"\xff") for i in range(0, len(ulaw), FRAME))
 
     async def reply_finished(
         self, *, since: int, after: float, timeout_s: float, completed: bool = False
@@ -146,31 +110,16 @@ class TwilioCaller:
         message = {"event": event, "sequenceNumber": str(seq), "streamSid": self.sid, event: body}
         await self._ws.send(json.dumps(message))
 
-    async def _send(self) -> None:
-        silence = b"\xff" * FRAME  # mu-law silence
-        started = time.monotonic()
-        n = 0
-        while True:
-            captured = started + n * FRAME_MS / 1000.0
-            n += 1
-            delay = captured + FRAME_MS / 1000.0 - time.monotonic()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            if self._mic:
-                frame = self._mic.popleft()
-                if self._first_sent is not None and not self._first_sent.done():
-                    self._first_sent.set_result(captured)
-                if not self._mic:
-                    self._spoken.set()
-            else:
-                frame = silence
-            media = {
-                "track": "inbound",
-                "chunk": str(n),
-                "timestamp": str(n * FRAME_MS),
-                "payload": base64.b64encode(frame).decode(),
-            }
-            await self._send_event("media", self._next_seq(), media)
+    async def _send(self, captured: float) -> None:
+        frame = self._next_frame(captured) or SILENCE
+        self._chunk += 1
+        media = {
+            "track": "inbound",
+            "chunk": str(self._chunk),
+            "timestamp": str(self._chunk * FRAME_MS),
+            "payload": base64.b64encode(frame).decode(),
+        }
+        await self._send_event("media", self._next_seq(), media)
 
     async def _receive(self) -> None:
         assert self._ws is not None
@@ -195,13 +144,11 @@ class TwilioCaller:
                     self._marks = deque((now, name) for _, name in self._marks)
                 else:
                     self.errors.append(f"unexpected_event: {kind}")
-                self.events.append((now, {"type": kind}))
-                self._new_event.set()
+                self._record(now, {"type": kind})
         except (ConnectionClosed, OSError) as exc:
-            self.errors.append(f"connection_closed: {exc}")
+            self._hung_up(str(exc))
         finally:
-            self.closed.set()
-            self._new_event.set()
+            self._hung_up()
 
     async def _echo_marks(self) -> None:
         while True:
