@@ -3,7 +3,7 @@ checked against the latencies the gateway was told to simulate."""
 
 import json
 
-from tests.stack import REPLY, SIMULATION, stack
+from tests.stack import REPLY, SIMULATION, app_stack, stack
 from voice.bench.report import table, write_html, write_json
 from voice.bench.runner import run_bench
 from voice.bench.workload import Workload, load_recordings
@@ -69,3 +69,30 @@ async def test_small_bench_over_twilio_media_streams():
     assert plain.server is None  # Twilio's protocol carries no server timings
     assert 50 <= barged.barge_in_stop_ms < 1000
     assert sum(simulated.in_flight.values()) == 0
+
+
+async def test_small_bench_over_webrtc():
+    """An aiortc caller per session: Opus both ways, events on the data channel."""
+    workload = Workload(sessions=2, turns=2, think_s=0.2, barge_in_every=2, ramp_per_s=4)
+    async with app_stack(webrtc={"host_addresses": ["127.0.0.1"]}) as (url, simulated):
+        result = await run_bench(url, workload, load_recordings())
+    assert not result.errors(), result.errors()
+    assert len(result.turns) == 4
+    floor = HANGOVER_MS + SIMULATION.asr_ms + SIMULATION.ttft_ms + SIMULATION.tts_ttfb_ms
+    for turn in result.turns:
+        assert turn.voice_to_voice_ms >= floor, turn
+        # The data channel carries the server's timings, as the native protocol does, and
+        # the reply is heard after the server sent it (Opus and the jitter buffer add more).
+        assert turn.voice_to_voice_ms + 30 >= turn.server["first_audio_ms"] - turn.server["vad_ms"]
+    barged = [t for t in result.turns if t.barge_in_stop_ms is not None]
+    assert len(barged) == 2
+    assert all(50 <= t.barge_in_stop_ms < 1000 for t in barged), barged
+    assert sum(simulated.in_flight.values()) == 0
+
+
+async def test_bench_over_webrtc_reports_a_refused_offer():
+    workload = Workload(sessions=2, turns=1, think_s=0, ramp_per_s=50)
+    async with app_stack(server={"max_sessions": 1}) as (url, _):
+        result = await run_bench(url + "/v1/webrtc/offer", workload, load_recordings())
+    assert result.session_errors == {"connect_failed: HTTP 503 server_busy": 1}
+    assert len(result.turns) == 1 and result.turns[0].voice_to_voice_ms is not None

@@ -21,7 +21,13 @@ def add_parser(commands: Any) -> None:
         "real time and measure, from the audio they get back, how long each reply took "
         "to be heard.",
     )
-    bench.add_argument("url", nargs="?", default="ws://127.0.0.1:8080/v1/session")
+    bench.add_argument(
+        "url",
+        nargs="?",
+        default="ws://127.0.0.1:8080/v1/session",
+        help="the transport, by URL: ws://HOST/v1/session (native), ws://HOST/v1/twilio "
+        "(Twilio Media Streams), http://HOST (WebRTC, offer posted to /v1/webrtc/offer)",
+    )
     bench.add_argument("-n", "--sessions", type=int, default=1, help="concurrent callers")
     bench.add_argument("--turns", type=int, default=3, help="questions per caller")
     bench.add_argument("--ramp", type=float, default=10.0, help="callers started per second")

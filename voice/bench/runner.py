@@ -15,19 +15,23 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from voice.bench.caller import NativeCaller
+from websockets.exceptions import InvalidHandshake
+
+from voice.bench.caller import Caller, NativeCaller
 from voice.bench.stats import percentile, summarize
 from voice.bench.twilio import TwilioCaller
+from voice.bench.webrtc import CallRefused, WebRtcCaller
 from voice.bench.workload import Recording, Workload
 
 POLL_S = 0.02
 
-Caller = NativeCaller | TwilioCaller
-
 
 def caller_for(url: str, index: int) -> Caller:
-    """The transport is chosen by the URL's path: ``/v1/twilio`` speaks Twilio Media Streams,
-    anything else the native protocol."""
+    """The transport is chosen by the URL: ``http(s)://`` calls over WebRTC (the server's
+    base URL or its ``/v1/webrtc/offer``), a ``ws(s)://`` path ending in ``/twilio`` speaks
+    Twilio Media Streams, any other the native protocol."""
+    if url.startswith(("http://", "https://")):
+        return WebRtcCaller(url)
     if url.rstrip("/").endswith("/twilio"):
         return TwilioCaller(url, index=index)
     return NativeCaller(url)
@@ -133,7 +137,9 @@ class _Run:
                     self.result.session_errors.update(
                         e for e in caller.errors if e.startswith("connection")
                     )
-        except (OSError, TimeoutError) as exc:
+        except CallRefused as exc:
+            self.result.session_errors[f"connect_failed: {exc}"] += 1
+        except (OSError, TimeoutError, InvalidHandshake) as exc:
             self.result.session_errors[f"connect_failed: {type(exc).__name__}"] += 1
 
     async def turn(self, caller: Caller, index: int, turn: int) -> None:

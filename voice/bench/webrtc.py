@@ -1,0 +1,201 @@
+"""One simulated browser on WebRTC: an aiortc peer that calls as the page in voice/web does.
+
+It opens the ``events`` data channel and one sendrecv audio transceiver, posts its offer
+(ICE gathered in full) to ``POST /v1/webrtc/offer``, and applies the answer. Its microphone
+track hands aiortc one 20 ms frame per 20 ms of the caller's clock, recorded speech or
+silence; the reply track's decoded frames go to the ear as they come out of aiortc's jitter
+buffer, which is when a browser would play them. A barge-in needs no flush here: the server
+stops sending, and what already arrived is what the caller heard. The JSON events on the
+data channel are the native protocol's, so server timings join each turn as they do there.
+
+Nothing here contacts a STUN server; against a server on loopback, candidates are gathered
+on 127.0.0.1 only (the server offers it when it listens there).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fractions
+import ipaddress
+import json
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterable
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import av
+from aiortc import RTCPeerConnection, RTCSessionDescription
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+
+from voice.audio.frames import SAMPLE_WIDTH, PcmFrame
+from voice.audio.resample import resample
+from voice.bench.caller import Caller
+from voice.bench.ear import Ear
+from voice.transports.ice import AIOICE_DEFAULT, HostAddresses, gathering_on, rtc_configuration
+from voice.transports.rtc_audio import caller_pcm
+
+OFFER_PATH = "/v1/webrtc/offer"
+RATE = 48_000
+"""The microphone track's rate: Opus's own, so aiortc's encoder does not resample."""
+SAMPLES = RATE // 50  # 20 ms
+TIME_BASE = fractions.Fraction(1, RATE)
+SILENCE = bytes(SAMPLES * SAMPLE_WIDTH)
+CONNECT_TIMEOUT_S = 15.0
+"""Longest wait for the answer and then for the events channel to open."""
+
+
+class CallRefused(ConnectionError):
+    """The server answered the offer with an error (its status and code are the message)."""
+
+
+def offer_url(url: str) -> str:
+    """The offer endpoint for ``url``: a server's base URL, or the endpoint itself."""
+    parts = urlsplit(url)
+    path = parts.path.rstrip("/")
+    if not path.endswith(OFFER_PATH):
+        path += OFFER_PATH
+    return urlunsplit((parts.scheme, parts.netloc, path, "", ""))
+
+
+def _gathering_for(url: str) -> HostAddresses:
+    host = urlsplit(url).hostname or ""
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    return HostAddresses(only=("127.0.0.1",)) if loopback else AIOICE_DEFAULT
+
+
+class _Microphone(MediaStreamTrack):
+    """The caller's microphone as aiortc pulls it: one frame per 20 ms, by pts."""
+
+    kind = "audio"
+
+    def __init__(self, caller: WebRtcCaller) -> None:
+        super().__init__()
+        self._caller = caller
+        self._start: float | None = None
+        self._pts = 0
+
+    async def recv(self) -> av.AudioFrame:
+        if self.readyState != "live":
+            raise MediaStreamError
+        if self._start is None:
+            self._start = time.monotonic()
+        else:
+            self._pts += SAMPLES
+        captured = self._start + self._pts / RATE
+        # A frame leaves once all of it was captured, as from a live microphone.
+        delay = captured + SAMPLES / RATE - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        frame = av.AudioFrame(format="s16", layout="mono", samples=SAMPLES)
+        frame.planes[0].update(self._caller._next_frame(captured) or SILENCE)
+        frame.pts = self._pts
+        frame.sample_rate = RATE
+        frame.time_base = TIME_BASE
+        return frame
+
+
+class WebRtcCaller(Caller):
+    """A browser-like caller over WebRTC (see the module docstring)."""
+
+    def __init__(self, url: str, *, session: dict[str, Any] | None = None) -> None:
+        super().__init__(Ear(RATE))
+        self.url = offer_url(url)
+        self.session_id = ""
+        self._session = session
+        self._pc = RTCPeerConnection(rtc_configuration(()))
+        self._mic_track = _Microphone(self)
+
+    async def __aenter__(self) -> WebRtcCaller:
+        try:
+            await self._connect()
+        except BaseException:
+            await self._pc.close()
+            raise
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._pc.close()
+        await super().__aexit__(*exc)
+
+    async def _connect(self) -> None:
+        pc = self._pc
+        channel = pc.createDataChannel("events")
+        opened = asyncio.Event()
+        channel.on("open", opened.set)
+        channel.on("message", self._on_message)
+        pc.on("track", self._on_track)
+        pc.on("connectionstatechange", self._on_state)
+        pc.addTransceiver(self._mic_track, direction="sendrecv")
+        with gathering_on(_gathering_for(self.url)):
+            await pc.setLocalDescription(await pc.createOffer())
+        body: dict[str, Any] = {"sdp": pc.localDescription.sdp, "type": "offer"}
+        if self._session is not None:
+            body["session"] = self._session
+        async with asyncio.timeout(CONNECT_TIMEOUT_S):
+            answer = await asyncio.to_thread(_post_offer, self.url, body)
+            self.session_id = answer.get("session_id", "")
+            await pc.setRemoteDescription(RTCSessionDescription(sdp=answer["sdp"], type="answer"))
+            await opened.wait()
+
+    def _frames(self, audio: PcmFrame) -> Iterable[bytes]:
+        pcm = audio.pcm
+        if audio.sample_rate != RATE:
+            pcm = resample(pcm, audio.sample_rate, RATE)
+        step = SAMPLES * SAMPLE_WIDTH
+        return (pcm[i : i + step].ljust(step, b"\0") for i in range(0, len(pcm), step))
+
+    def _on_message(self, message: str | bytes) -> None:
+        now = time.monotonic()
+        try:
+            event = json.loads(message)
+        except ValueError:
+            self.errors.append("bad_event")
+            return
+        if event.get("type") == "error":
+            self.errors.append(event.get("code", "error"))
+        self._record(now, event)
+
+    def _on_track(self, track: MediaStreamTrack) -> None:
+        if track.kind == "audio":
+            self._tasks.append(asyncio.create_task(self._listen(track)))
+
+    def _on_state(self) -> None:
+        state = self._pc.connectionState
+        if state in ("failed", "closed"):
+            self._hung_up(f"WebRTC connection {state}" if state == "failed" else None)
+
+    async def _listen(self, track: MediaStreamTrack) -> None:
+        try:
+            while True:
+                frame = await track.recv()
+                if isinstance(frame, av.AudioFrame):
+                    self.ear.receive(caller_pcm(frame), time.monotonic())
+        except MediaStreamError:
+            self._hung_up()
+
+
+def _post_offer(url: str, body: dict[str, Any]) -> dict[str, Any]:
+    """POST the offer (blocking: run it on a thread); the answer, or :class:`CallRefused`."""
+    request = urllib.request.Request(
+        url,
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    # No proxy: the media goes straight to the server's candidates, so must the offer.
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(request, timeout=CONNECT_TIMEOUT_S) as response:
+            answer: dict[str, Any] = json.loads(response.read())
+            return answer
+    except urllib.error.HTTPError as exc:
+        try:
+            error = json.loads(exc.read()).get("error", {})
+        except ValueError:
+            error = {}
+        raise CallRefused(f"HTTP {exc.code} {error.get('code', '')}".strip()) from exc
