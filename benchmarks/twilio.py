@@ -30,6 +30,7 @@ import asyncio
 import json
 import logging
 import os
+import random
 import statistics
 import subprocess
 import sys
@@ -42,6 +43,9 @@ from benchmarks.overhead import SIMULATED, cpu_seconds, free_port, percentile, w
 
 ROOT = Path(__file__).resolve().parent.parent
 TURN_TIMEOUT_S = 40.0
+FRAME_S = 0.02
+PHASE = random.Random(20)
+"""Each call's offset within the 20 ms frame cycle; seeded, so runs are alike."""
 STAGES = ("vad_ms", "asr_ms", "first_sentence_ms", "tts_ttfb_ms", "first_audio_ms")
 
 
@@ -157,7 +161,9 @@ async def one_call(
     from tests.telephony_stack import speech
 
     questions = [s for s, e in manifest().items() if e["role"] == "question"]
-    await asyncio.sleep(ramp_s * index / max(calls, 1))
+    # Calls that began at unrelated moments send their 20 ms frames at unrelated phases of
+    # the 20 ms cycle, not in step: spread them over it, as a carrier's traffic would be.
+    await asyncio.sleep(ramp_s * index / max(calls, 1) + PHASE.uniform(0, FRAME_S))
     v2v: list[float] = []
     timeouts = 0
     async with CarrierCaller(url, TWILIO, keep_audio=False, deflate=deflate) as caller:
