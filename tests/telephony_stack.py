@@ -12,6 +12,7 @@ from tests.servers import serve_app
 from tests.stack import SIMULATION
 from tests.timing import MS
 from voice.audio.frames import PcmFrame
+from voice.audio.wav import read_wav
 from voice.config import Settings
 from voice.gateway.server import create_gateway_app
 from voice.gateway.simulated import SimulatedGateway
@@ -20,11 +21,17 @@ from voice.server import create_app
 
 
 class RecordingGateway(SimulatedGateway):
-    """Keeps the messages of every chat request: the dialog as the model sees it."""
+    """Keeps the messages of every chat request (the dialog as the model sees it) and the
+    audio of every transcription request."""
 
     def __init__(self, settings):
         super().__init__(settings)
         self.chats = []
+        self.transcribed = []
+
+    async def transcribe(self, wav):
+        self.transcribed.append(read_wav(wav))
+        return await super().transcribe(wav)
 
     def chat(self, messages):
         self.chats.append([{"role": m.role, "content": m.content} for m in messages])

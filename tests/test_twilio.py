@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from tests.samples import text
+from tests.samples import manifest, text
 from tests.stack import REPLY, SIMULATION
 from tests.telephony_caller import TWILIO, CarrierCaller
 from tests.telephony_stack import onset_s, speech, telephony_stack
@@ -48,6 +48,13 @@ async def test_the_reply_arrives_as_8khz_mulaw_with_a_mark_after_every_chunk():
     assert abs(seconds - len(REPLY) * MS_PER_CHAR / 1000) < 0.3
     assert 100 < pitch_hz(audio, 8000) < 170  # the voice's 110-150 Hz, so truly 8 kHz
     assert stack.gateway.chats[0][-1] == {"role": "user", "content": text(sample)}
+    # The turn was classified at 8 kHz and doubled once for ASR: a 16 kHz WAV holding the
+    # speech, the pre-roll before it and the hangover after it.
+    (asr,) = stack.gateway.transcribed
+    entry = manifest()[sample]
+    spoken_s = entry["speech_end_s"] - entry["speech_start_s"]
+    assert asr.sample_rate == 16_000
+    assert spoken_s + 0.5 < asr.duration_ms / 1000 < spoken_s + 0.5 + 0.3 + 0.2
 
 
 async def test_barge_in_clears_within_200ms_and_the_dialog_keeps_only_what_played():
