@@ -1,5 +1,6 @@
-"""The reply track on a fake clock: pacing by pts, silence when empty, clear, played_ms; and
-the caller's decoded frames turned into PCM16 mono."""
+"""The reply track on a fake clock: pacing by pts, Opus packets that decode to what was
+written, canned silence when empty, clear, played_ms; and the caller's decoded frames turned
+into PCM16 mono."""
 
 import asyncio
 
@@ -8,8 +9,15 @@ import numpy as np
 import pytest
 from aiortc.mediastreams import MediaStreamError
 
+from tests.opus_ear import heard, levels
+from tests.samples import recording
 from voice.audio.frames import PcmFrame
-from voice.transports.rtc_audio import RATE, SAMPLES, SILENCE, ReplyTrack, caller_pcm
+from voice.audio.level import rms_dbfs
+from voice.audio.resample import resample
+from voice.transports.rtc_audio import RATE, SAMPLES, SILENCE, TIME_BASE, ReplyTrack, caller_pcm
+
+SILENT_DBFS = -90.0
+"""Decoded Opus silence is not all zeros: libopus leaves a least-significant-bit hiss."""
 
 
 class FakeClock:
@@ -29,6 +37,16 @@ class FakeClock:
 
 
 def tone(ms: int, rate: int = RATE, value: int = 1000) -> PcmFrame:
+    """A 440 Hz sine of amplitude ``value``: about ``sine_dbfs(value)`` loud."""
+    t = np.arange(rate * ms // 1000) / rate
+    return PcmFrame((value * np.sin(2 * np.pi * 440 * t)).astype("<i2").tobytes(), rate)
+
+
+def sine_dbfs(value: int) -> float:
+    return 20 * np.log10(value / np.sqrt(2) / 32768)
+
+
+def dc(ms: int, rate: int = RATE, value: int = 1000) -> PcmFrame:
     return PcmFrame(np.full(rate * ms // 1000, value, dtype="<i2").tobytes(), rate)
 
 
@@ -48,10 +66,10 @@ def track(clock):
 
 async def test_frames_are_paced_by_pts_and_silent_when_empty(track, clock):
     frames = [await track.recv() for _ in range(5)]
+    # Opus packets, stamped as aiortc's OpusEncoder.pack reads them: pts in 1/48000.
+    assert all(isinstance(f, av.Packet) and f.time_base == TIME_BASE for f in frames)
     assert [f.pts for f in frames] == [0, 960, 1920, 2880, 3840]
-    assert all(f.samples == SAMPLES and f.sample_rate == RATE for f in frames)
-    assert all(f.format.name == "s16" and f.layout.name == "mono" for f in frames)
-    assert all(pcm_of(f) == SILENCE for f in frames)
+    assert max(levels(heard(frames))) < SILENT_DBFS
     # The first frame goes at once; each next one when its pts is due, 20 ms apart.
     assert clock.sleeps == pytest.approx([0.02] * 4)
     assert clock.now == pytest.approx(1000.08)
@@ -74,23 +92,107 @@ async def test_a_late_sender_does_not_wait_and_a_stalled_one_does_not_burst(trac
 
 async def test_reply_audio_goes_out_in_order_then_silence_and_counts_as_played(track, clock):
     track.start_response()
-    await track.write(tone(20, value=1))
-    await track.write(tone(40, rate=24_000, value=2))  # resampled to 48 kHz
-    await track.write(tone(10, value=3))
+    await track.write(tone(20, value=8000))
+    await track.write(tone(40, rate=24_000, value=2000))  # resampled to 48 kHz
+    await track.write(tone(10, value=16000))
     finished = asyncio.create_task(track.finish())
     await asyncio.sleep(0)
     assert not finished.done()
     assert track.played_ms() == 0 and track.first_sent_at is None
-    first = pcm_of(await track.recv())
-    assert np.all(np.frombuffer(first, "<i2") == 1)
+    first = await track.recv()
     assert track.first_sent_at == clock.now and track.played_ms() == 20
-    out = [pcm_of(await track.recv()) for _ in range(4)]
+    out = [await track.recv() for _ in range(4)]
     assert track.played_ms() == 80  # 20 + 40 + 10 padded to a whole frame
-    assert out[3] == SILENCE
-    assert np.frombuffer(out[2], "<i2")[0] == 3 and np.frombuffer(out[2], "<i2")[-1] == 0
     await finished
     await track.wait_played()
     assert track.played_ms() == 80  # silence does not count
+    # Decoded, each 20 ms is as loud as what was written, in order; then silence. (The
+    # third frame ends with the 48 kHz tone: the 24 kHz resampler holds its last 5 ms back
+    # until finish(); the fourth is the 10 ms tone padded with 10 ms of silence.)
+    got = levels(heard([first, *out, *[await track.recv() for _ in range(2)]]))
+    assert got[:2] == pytest.approx([sine_dbfs(8000), sine_dbfs(2000)], abs=1.5)
+    assert sine_dbfs(2000) + 3 < got[2] < sine_dbfs(16000)
+    assert got[3] == pytest.approx(sine_dbfs(16000) - 3, abs=1.5)
+    assert got[4] < -40 and max(got[5:]) < -60  # the codec's ring after the cut, then none
+
+
+async def test_reply_speech_survives_the_encode(clock):
+    track = ReplyTrack(clock=clock, sleep=clock.sleep)
+    speech = recording("q03_weather_paris.wav")  # 16 kHz: the track resamples it
+    track.start_response()
+    await track.write(speech)
+    finished = asyncio.create_task(track.finish())
+    packets = []
+    while not finished.done():
+        packets.append(await track.recv())
+        await asyncio.sleep(0)
+    packets += [await track.recv() for _ in range(3)]
+    assert track.played_ms() == pytest.approx(speech.duration_ms, abs=20)
+    written = np.frombuffer(resample(speech.pcm, speech.sample_rate, RATE), dtype="<i2")
+    got = heard(packets)[: len(written)]
+    assert rms_dbfs(got.tobytes()) == pytest.approx(rms_dbfs(written.tobytes()), abs=0.5)
+    pairs = [(a, b) for a, b in zip(levels(written), levels(got), strict=False) if a > -45]
+    assert len(pairs) > 50
+    assert np.mean([abs(a - b) for a, b in pairs]) < 1.0
+    assert max(abs(a - b) for a, b in pairs) < 4.0
+    # The padding around the speech (exact zeros in the file) stays silent.
+    assert max(b for a, b in zip(levels(written), levels(got), strict=False) if a < -100) < -80
+
+
+async def test_silence_is_one_canned_packet_that_decodes_to_silence(track):
+    idle = [bytes(await track.recv()) for _ in range(20)]
+    # The encoder settles on its packet for 20 ms of zeros within a few frames; from then
+    # on that packet is sent as it is, not encoded again.
+    assert len(set(idle[10:])) == 1 and len(idle[-1]) < 40
+    track.start_response()
+    await track.write(tone(100, value=8000))
+    finished = asyncio.create_task(track.finish())
+    for _ in range(5):
+        await track.recv()
+    await finished
+    after = [await track.recv() for _ in range(20)]
+    assert len({bytes(p) for p in after[10:]}) == 1 and len(bytes(after[-1])) < 40
+    assert max(levels(heard(after)[2 * SAMPLES :])) < SILENT_DBFS
+
+
+async def test_clear_mid_reply_goes_silent_at_once(track):
+    track.start_response()
+    writer = asyncio.create_task(track.write(tone(1000, value=8000)))
+    await asyncio.sleep(0)
+    packets = [await track.recv() for _ in range(10)]
+    track.clear()
+    await asyncio.wait_for(writer, 1)
+    packets += [await track.recv() for _ in range(15)]
+    assert track.played_ms() == 200
+    out = heard(packets)
+    got = levels(out)
+    assert got[:10] == pytest.approx([sine_dbfs(8000)] * 10, abs=1.5)
+    # Silent at the cut, but for the codec ringing as any codec does at a hard cut: about
+    # -31 dBFS over the first 2.5 ms (CELT's overlap), under -45 dBFS 5 ms on; nothing of
+    # the reply's queued rest comes after it.
+    cut = 10 * SAMPLES
+    assert rms_dbfs(out[cut + SAMPLES // 4 : cut + SAMPLES].tobytes()) < -45
+    assert max(got[11:]) < -60
+    assert len({bytes(p) for p in packets[-5:]}) == 1
+
+
+async def test_a_peer_that_chose_another_codec_gets_pcm_frames_for_aiortc(track):
+    track.negotiated("pcmu")
+    track.start_response()
+    await track.write(dc(20, value=1))
+    await track.write(dc(10, value=3))
+    finished = asyncio.create_task(track.finish())
+    frames = [await track.recv() for _ in range(3)]
+    await finished
+    assert all(isinstance(f, av.AudioFrame) for f in frames)
+    assert all(f.samples == SAMPLES and f.sample_rate == RATE for f in frames)
+    assert all(f.format.name == "s16" and f.layout.name == "mono" for f in frames)
+    assert [f.pts for f in frames] == [0, 960, 1920]
+    assert np.all(np.frombuffer(pcm_of(frames[0]), "<i2") == 1)
+    assert np.frombuffer(pcm_of(frames[1]), "<i2")[0] == 3
+    assert np.frombuffer(pcm_of(frames[1]), "<i2")[-1] == 0
+    assert pcm_of(frames[2]) == SILENCE
+    assert track.played_ms() == 40
 
 
 async def test_clear_drops_queued_audio_at_once_and_refuses_more_until_the_next_response(
@@ -102,7 +204,7 @@ async def test_clear_drops_queued_audio_at_once_and_refuses_more_until_the_next_
     assert track.queued_ms == 80
     track.clear()
     assert track.queued_ms == 0
-    assert pcm_of(await track.recv()) == SILENCE
+    await track.recv()
     assert track.played_ms() == 20  # what left before the clear stays played
     await track.write(tone(40))  # a cancelled reply's last frame: dropped
     assert track.queued_ms == 0

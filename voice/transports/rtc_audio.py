@@ -7,6 +7,14 @@ and timestamps stay continuous. Reply audio waits in the track's queue, not in t
 so ``clear()`` on barge-in drops everything not yet sent at once. It is also the session's
 :class:`~voice.transports.base.AudioSink`.
 
+The track encodes Opus itself (:class:`~voice.audio.opus.OpusStream`: mono, 32 kbit/s)
+and hands aiortc ``av.Packet`` objects, which its sender only wraps in RTP; a pause costs
+a few encodes at its start, then repeats one packet. Given frames instead, aiortc would
+encode each in stereo at 96 kbit/s on an executor thread and compute its RFC 6464 level in
+Python, silence included: the largest part of the server's CPU. So the reply's RTP packets
+carry no audio-level header extension; nothing in a one-to-one call reads it. A peer that
+negotiated another codec (G.711, G.722) gets PCM frames for aiortc to encode, as before.
+
 :func:`caller_pcm` turns a decoded inbound frame (Opus decodes to 48 kHz s16 stereo in
 aiortc; G.711 to 8 kHz mono) into PCM16 mono at the frame's own rate, which the session
 resamples to 16 kHz.
@@ -15,28 +23,52 @@ resamples to 16 kHz.
 from __future__ import annotations
 
 import asyncio
-import fractions
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
 
 import av
 import numpy as np
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
+from voice.audio import opus
 from voice.audio.frames import SAMPLE_WIDTH, PcmFrame, Reframer
 from voice.audio.resample import Resampler
 
-RATE = 48_000
-"""Rate of the reply track: Opus's own, so aiortc's encoder never resamples (only upmixes)."""
-FRAME_MS = 20
+RATE = opus.RATE
+"""Rate of the reply track: Opus's own, and aiortc's pts clock for Opus."""
+FRAME_MS = opus.FRAME_MS
 """Opus's usual frame, and aiortc's ``AUDIO_PTIME``: one RTP packet per ``recv()``."""
-SAMPLES = RATE * FRAME_MS // 1000
-TIME_BASE = fractions.Fraction(1, RATE)
-SILENCE = bytes(SAMPLES * SAMPLE_WIDTH)
+SAMPLES = opus.SAMPLES
+TIME_BASE = opus.TIME_BASE
+SILENCE = opus.ZEROS
 RESYNC_S = 0.1
 """When the sender falls this far behind the clock (a stalled event loop), pacing restarts
 from now rather than bursting the backlog out faster than real time."""
+
+
+class FrameOut(Protocol):
+    """What ``recv()`` hands aiortc for 20 ms of reply audio, or of silence, at ``pts``."""
+
+    def speech(self, pcm: bytes, pts: int) -> av.Packet[Any] | av.AudioFrame: ...
+
+    def silence(self, pts: int) -> av.Packet[Any] | av.AudioFrame: ...
+
+
+class PcmFrames:
+    """PCM frames for aiortc to encode: for a peer that chose a codec other than Opus."""
+
+    def speech(self, pcm: bytes, pts: int) -> av.AudioFrame:
+        frame = av.AudioFrame(format="s16", layout="mono", samples=SAMPLES)
+        frame.planes[0].update(pcm)
+        frame.pts = pts
+        frame.sample_rate = RATE
+        frame.time_base = TIME_BASE
+        return frame
+
+    def silence(self, pts: int) -> av.AudioFrame:
+        return self.speech(SILENCE, pts)
 
 
 class ReplyTrack(MediaStreamTrack):
@@ -48,6 +80,9 @@ class ReplyTrack(MediaStreamTrack):
     crosses the network and the browser's jitter buffer (typically 20-80 ms more) before it
     plays. We have no report of the browser's playout position, so the count leads by that
     much, about one short word at most; the dialog's truncation errs on that side.
+
+    ``recv()`` returns Opus packets (see the module doc) unless :meth:`negotiated` says the
+    peer chose another codec.
     """
 
     kind = "audio"
@@ -74,13 +109,19 @@ class ReplyTrack(MediaStreamTrack):
         self._start: float | None = None
         self._pts = 0
         self._played_frames = 0
+        self._out: FrameOut = opus.OpusStream()
         self.first_sent_at: float | None = None
         """Clock time the current response's first frame was handed over; None until then."""
 
     # -- aiortc's side -------------------------------------------------------------------
 
-    async def recv(self) -> av.AudioFrame:
-        """The next 20 ms frame, once its pts is due: reply audio if queued, else silence."""
+    async def recv(self) -> av.Packet[Any] | av.AudioFrame:
+        """The next 20 ms, once its pts is due: reply audio if queued, else silence.
+
+        An Opus packet, whose pts (1/48000) aiortc's ``OpusEncoder.pack`` takes as the RTP
+        timestamp (offset by the sender's random origin): continuous, 960 a packet, as its
+        own encoder would count. A PCM frame after :meth:`negotiated` chose another codec.
+        """
         if self.readyState != "live":
             raise MediaStreamError
         now = self._clock()
@@ -96,16 +137,19 @@ class ReplyTrack(MediaStreamTrack):
             if self.readyState != "live":
                 raise MediaStreamError
         pcm = self._next_pcm()
-        frame = av.AudioFrame(format="s16", layout="mono", samples=SAMPLES)
-        frame.planes[0].update(pcm)
-        frame.pts = self._pts
-        frame.sample_rate = RATE
-        frame.time_base = TIME_BASE
-        return frame
+        if pcm is None:
+            return self._out.silence(self._pts)
+        return self._out.speech(pcm, self._pts)
 
-    def _next_pcm(self) -> bytes:
+    def negotiated(self, codec: str) -> None:
+        """The codec the answer chose (``opus``, ``pcmu``, ...): Opus is encoded here,
+        anything else is left to aiortc. Call it before the connection starts sending."""
+        if codec != "opus":
+            self._out = PcmFrames()
+
+    def _next_pcm(self) -> bytes | None:
         if not self._queue:
-            return SILENCE
+            return None
         pcm = self._queue.popleft()
         self._has_space.set()
         if not self._queue:

@@ -7,7 +7,8 @@ with every candidate gathered, and gets the answer with all of ours (aiortc gath
 - the browser's microphone track is read frame by frame, turned into PCM16 mono
   (:func:`~voice.transports.rtc_audio.caller_pcm`) and fed to the session;
 - reply audio goes out on a :class:`~voice.transports.rtc_audio.ReplyTrack`, the session's
-  audio sink: paced by pts, silence when empty, cleared at once on barge-in;
+  audio sink: paced by pts, silence when empty, cleared at once on barge-in, and encoded to
+  Opus by the track itself (other codecs are left to aiortc);
 - the data channel the browser opened, labelled ``events``, carries the native protocol's
   JSON events both ways (docs/protocol.md). Events emitted before it opens wait in a bounded
   backlog; ``session.update`` may change instructions and voice (audio is fixed by SDP), and
@@ -138,6 +139,7 @@ class WebRtcSession:
                 "set VOICE_WEBRTC_HOST_ADDRESSES"
             )
         self._codec = _negotiated_codec(sdp)
+        self.track.negotiated(str(self._codec["format"]))
         self._send_json({"type": "session.created", "session": self._describe()})
         self._spawn(self._control(), "control")
         self._spawn(self._watch_connect(), "connect watchdog")
