@@ -20,7 +20,7 @@ from typing import Any
 
 import av
 import httpx
-from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpSender, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from tests.servers import serve_app
@@ -28,7 +28,7 @@ from tests.stack import SIMULATION
 from tests.timing import MS
 from voice.audio.frames import PcmFrame
 from voice.audio.level import rms_dbfs
-from voice.audio.resample import resample
+from voice.audio.resample import Resampler, resample
 from voice.config import Settings
 from voice.gateway.server import create_gateway_app
 from voice.gateway.simulated import SimulatedGateway
@@ -141,9 +141,17 @@ async def make_offer(pc: RTCPeerConnection) -> str:
 
 @asynccontextmanager
 async def rtc_call(
-    base_url: str, recording: PcmFrame | None = None, *, session: dict | None = None
+    base_url: str,
+    recording: PcmFrame | None = None,
+    *,
+    session: dict | None = None,
+    codec: str | None = None,
 ) -> AsyncIterator[RtcCall]:
-    """Connect as a browser would; yields the call once the answer is applied."""
+    """Connect as a browser would; yields the call once the answer is applied.
+
+    ``codec`` (a MIME type such as ``audio/PCMU``) makes the offer carry that codec only;
+    by default it offers all of aiortc's, Opus first, as a browser does.
+    """
     pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
     mic = Microphone(recording)
     call = RtcCall(pc=pc, mic=mic)
@@ -161,7 +169,10 @@ async def rtc_call(
     def on_track(track):
         readers.append(asyncio.create_task(_read_reply(track, call)))
 
-    pc.addTransceiver(mic, direction="sendrecv")
+    transceiver = pc.addTransceiver(mic, direction="sendrecv")
+    if codec is not None:
+        capabilities = RTCRtpSender.getCapabilities("audio").codecs
+        transceiver.setCodecPreferences([c for c in capabilities if c.mimeType == codec])
     try:
         sdp = await make_offer(pc)
         body: dict[str, Any] = {"sdp": sdp, "type": "offer"}
@@ -183,10 +194,14 @@ async def rtc_call(
 
 
 async def _read_reply(track, call: RtcCall) -> None:
+    resampler: Resampler | None = None  # for G.711 and G.722, decoded at 8 or 16 kHz
     try:
         while True:
             frame = await track.recv()
             pcm = caller_pcm(frame)
+            if frame.sample_rate != RATE:
+                resampler = resampler or Resampler(frame.sample_rate, RATE)
+                pcm = resampler.process(pcm)
             if call.first_audio_at is None and rms_dbfs(pcm) > ONSET_DBFS:
                 call.first_audio_at = time.monotonic()
             call.audio += pcm

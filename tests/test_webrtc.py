@@ -51,6 +51,24 @@ async def test_a_sample_turn_over_webrtc():
         assert sum(simulated.in_flight.values()) == 0
 
 
+async def test_a_caller_offering_only_g711_hears_the_reply_encoded_by_aiortc():
+    sample = "q03_weather_paris.wav"
+    simulation = SIMULATION.model_copy(update={"transcripts": [text(sample)]})
+    async with webrtc_stack(simulation) as (url, _, _):
+        async with rtc_call(url, recording(sample), codec="audio/PCMU") as call:
+            await call.wait_for("response.done")
+            await asyncio.sleep(200 * MS)
+        created = call.events[0]["session"]
+        assert created["output_audio"] == {"format": "pcmu", "sample_rate": 8000}
+        assert call.transcript == text(sample)
+        # The track sent PCM frames, not Opus packets, and aiortc encoded them to G.711:
+        # silence until the reply, then the reply.
+        (stopped,) = call.of_type("input.speech_stopped")
+        speech_end = call.mic.started + stopped["audio_end_ms"] / 1000
+        assert (call.first_audio_at - speech_end) * 1000 >= 500 + 50 + 80 + 40
+        assert abs(call.voiced_ms() - len(REPLY) * 40) < 500
+
+
 async def test_barge_in_over_webrtc_keeps_only_what_was_played():
     # The interruption starts 2 s after the question ends: mid-reply (the reply is ~3 s).
     async with webrtc_stack() as (url, app, simulated):
