@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from voice.audio.g711 import alaw_decode, alaw_encode, mulaw_decode, mulaw_encode
 from voice.audio.upsample import DELAY, Upsampler2x
 
 
@@ -42,6 +43,16 @@ def test_output_is_exactly_twice_the_input_whatever_the_chunking():
         pos += step
     assert b"".join(parts) == whole
     assert Upsampler2x().process(b"") == b""
+
+
+@pytest.mark.parametrize(
+    ("encode", "decode"), [(mulaw_encode, mulaw_decode), (alaw_encode, alaw_decode)]
+)
+def test_g711_is_decoded_in_the_same_pass(encode, decode):
+    codes = encode(tone(1000, 8000, 1600).astype("<i2").tobytes())
+    table = np.frombuffer(decode(bytes(range(256))), "<i2").astype(np.float32)
+    fused = run(Upsampler2x(table=table), codes, 160)
+    assert fused == run(Upsampler2x(), decode(codes), 320)
 
 
 def test_full_scale_ringing_is_clipped_not_wrapped():
