@@ -96,3 +96,13 @@ async def test_bench_over_webrtc_reports_a_refused_offer():
         result = await run_bench(url + "/v1/webrtc/offer", workload, load_recordings())
     assert result.session_errors == {"connect_failed: HTTP 503 server_busy": 1}
     assert len(result.turns) == 1 and result.turns[0].voice_to_voice_ms is not None
+
+
+def test_the_table_warns_when_the_load_generator_fell_behind():
+    from voice.bench.runner import BenchResult
+
+    result = BenchResult(url="ws://x", workload=Workload().model_dump(), wall_s=1.0)
+    assert "overloaded" not in table(result)
+    result.generator_lag_ms = 480.0
+    assert "ran up to 480 ms behind real time: it is overloaded" in table(result)
+    assert result.summary()["generator_lag_ms"] == 480.0

@@ -27,6 +27,8 @@ from voice.audio.resample import resample
 from voice.bench.ear import Ear
 
 OUTPUT_RATE = 24_000
+MIC_STALL_S = 10.0
+"""How far behind its audio a caller's microphone may fall before it counts as stalled."""
 
 
 class Caller:
@@ -84,8 +86,18 @@ class Caller:
         self._spoken.set()
 
     async def until_spoken(self) -> None:
-        """Wait until everything queued has been sent."""
-        await self._spoken.wait()
+        """Wait until everything queued has been sent, or the line is gone.
+
+        A transport whose sender stopped pulling frames (a stalled WebRTC connection) would
+        keep this waiting for ever: past the queued audio's length plus
+        :data:`MIC_STALL_S`, the rest is dropped and ``microphone_stalled`` recorded.
+        """
+        try:
+            async with asyncio.timeout(len(self._mic) * FRAME_MS / 1000.0 + MIC_STALL_S):
+                await self._spoken.wait()
+        except TimeoutError:
+            self.errors.append("microphone_stalled")
+            self.hush()
 
     def _record(self, now: float, event: dict[str, Any]) -> None:
         self.events.append((now, event))
@@ -97,6 +109,7 @@ class Caller:
             self.errors.append(f"connection_closed: {why}")
         self.closed.set()
         self._new_event.set()
+        self._spoken.set()  # nothing more will be sent
 
     async def wait_for(
         self, predicate: Callable[[dict[str, Any]], bool], *, since: int, timeout_s: float

@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from voice.bench.runner import BenchResult, Snapshot
+from voice.bench.runner import OVERLOADED_MS, BenchResult, Snapshot
 from voice.bench.stats import percentile
 
 STAGES = ("vad_ms", "asr_ms", "first_sentence_ms", "tts_ttfb_ms", "overhead_ms")
@@ -51,6 +51,13 @@ def table(result: BenchResult) -> str:
     lines.append(
         "errors: " + (", ".join(f"{k} ×{n}" for k, n in errors.items()) if errors else "none")
     )
+    lag = summary["generator_lag_ms"]
+    if lag > OVERLOADED_MS:
+        lines.append(
+            f"warning: this load generator ran up to {lag:.0f} ms behind real time: it is "
+            "overloaded, and the latencies above are partly its own. Run fewer sessions per "
+            "process, or the generator on another machine."
+        )
     return "\n".join(lines)
 
 

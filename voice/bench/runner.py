@@ -24,6 +24,10 @@ from voice.bench.webrtc import CallRefused, WebRtcCaller
 from voice.bench.workload import Recording, Workload
 
 POLL_S = 0.02
+LAG_TICK_S = 0.05
+"""How often the load generator checks how late its own event loop runs."""
+OVERLOADED_MS = 100.0
+"""Generator lag past this makes the run's figures the generator's as much as the server's."""
 
 
 def caller_for(url: str, index: int) -> Caller:
@@ -70,6 +74,9 @@ class BenchResult:
     session_errors: Counter[str] = field(default_factory=Counter)
     wall_s: float = 0.0
     peak_sessions: int = 0
+    generator_lag_ms: float = 0.0
+    """The longest this process's event loop ran late: its callers' microphones and ears
+    were that far behind real time."""
 
     def voice_to_voice(self) -> list[float]:
         return [t.voice_to_voice_ms for t in self.turns if t.voice_to_voice_ms is not None]
@@ -100,6 +107,7 @@ class BenchResult:
             "peak_sessions": self.peak_sessions,
             "sessions_per_s": self.workload["sessions"] / self.wall_s if self.wall_s else None,
             "wall_s": self.wall_s,
+            "generator_lag_ms": round(self.generator_lag_ms, 1),
         }
 
     def as_dict(self) -> dict[str, Any]:
@@ -135,7 +143,7 @@ class _Run:
                 finally:
                     self.up -= 1
                     self.result.session_errors.update(
-                        e for e in caller.errors if e.startswith("connection")
+                        e for e in caller.errors if e.startswith(("connection", "microphone"))
                     )
         except CallRefused as exc:
             self.result.session_errors[f"connect_failed: {exc}"] += 1
@@ -227,10 +235,17 @@ async def run_bench(
     run = _Run(url, workload, recordings)
 
     async def report() -> None:
+        next_report = time.monotonic() + 1.0
         while True:
-            await asyncio.sleep(1.0)
-            if progress is not None:
-                progress(run.snapshot())
+            due = time.monotonic() + LAG_TICK_S
+            await asyncio.sleep(LAG_TICK_S)
+            now = time.monotonic()
+            lag_ms = (now - due) * 1000.0
+            run.result.generator_lag_ms = max(run.result.generator_lag_ms, lag_ms)
+            if now >= next_report:
+                next_report = now + 1.0
+                if progress is not None:
+                    progress(run.snapshot())
 
     reporter = asyncio.create_task(report())
     try:

@@ -109,6 +109,7 @@ class WebRtcCaller(Caller):
         self._session = session
         self._pc = RTCPeerConnection(rtc_configuration(()))
         self._mic_track = _Microphone(self)
+        self._leaving = False  # we hang up: the connection closing is no error then
 
     async def __aenter__(self) -> WebRtcCaller:
         try:
@@ -119,6 +120,7 @@ class WebRtcCaller(Caller):
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        self._leaving = True
         await self._pc.close()
         await super().__aexit__(*exc)
 
@@ -167,7 +169,7 @@ class WebRtcCaller(Caller):
     def _on_state(self) -> None:
         state = self._pc.connectionState
         if state in ("failed", "closed"):
-            self._hung_up(f"WebRTC connection {state}" if state == "failed" else None)
+            self._hung_up(None if self._leaving else f"WebRTC connection {state}")
 
     async def _listen(self, track: MediaStreamTrack) -> None:
         try:
@@ -176,7 +178,7 @@ class WebRtcCaller(Caller):
                 if isinstance(frame, av.AudioFrame):
                     self.ear.receive(caller_pcm(frame), time.monotonic())
         except MediaStreamError:
-            self._hung_up()
+            self._hung_up(None if self._leaving else "the reply track ended")
 
 
 def _post_offer(url: str, body: dict[str, Any]) -> dict[str, Any]:
