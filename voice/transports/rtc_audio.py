@@ -30,6 +30,7 @@ from typing import Any, Protocol
 
 import av
 import numpy as np
+from aiortc.jitterbuffer import JitterBuffer
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from voice.audio import opus
@@ -253,3 +254,27 @@ def caller_pcm(frame: av.AudioFrame) -> bytes:
     pairs = np.frombuffer(pcm, dtype="<i2").reshape(-1, 2).astype(np.int32)
     mono: bytes = ((pairs[:, 0] + pairs[:, 1]) >> 1).astype("<i2").tobytes()
     return mono
+
+
+INBOUND_PREFETCH = 1
+"""Packets aiortc's receive jitter buffer holds back after the one it releases."""
+_JITTER_BUFFER = "_RTCRtpReceiver__jitter_buffer"
+
+
+def shorten_inbound_buffer(receiver: object) -> bool:
+    """Let the caller's audio out of aiortc's jitter buffer one packet behind, not four.
+
+    aiortc releases an inbound audio packet only once four more have arrived (its
+    ``JitterBuffer(capacity=16, prefetch=4)``): 80 ms of smoothing for playout. This server
+    does not play the caller's audio; its VAD needs frames in order, not evenly spaced, so
+    the wait only delays every end of turn and every barge-in. With one packet of prefetch,
+    reordering within the buffer's 16 packets still works. aiortc has no setting for this:
+    the buffer is replaced before any packet arrives (``on("track")`` fires while the
+    remote description is applied). Returns False, changing nothing, if aiortc has moved it;
+    ``tests/test_rtc_audio.py`` fails then.
+    """
+    current = getattr(receiver, _JITTER_BUFFER, None)
+    if not isinstance(current, JitterBuffer):
+        return False
+    setattr(receiver, _JITTER_BUFFER, JitterBuffer(current.capacity, prefetch=INBOUND_PREFETCH))
+    return True

@@ -41,7 +41,7 @@ from voice.gateway.base import Gateway
 from voice.session import Session, SessionLogger
 from voice.transports.ice import HostAddresses, gathering_on, rtc_configuration
 from voice.transports.offer import Offer, check_fixed_audio
-from voice.transports.rtc_audio import ReplyTrack, caller_pcm
+from voice.transports.rtc_audio import ReplyTrack, caller_pcm, shorten_inbound_buffer
 from voice.transports.wire import (
     ResponseCancel,
     SessionConfig,
@@ -168,6 +168,9 @@ class WebRtcSession:
     def _on_track(self, track: MediaStreamTrack) -> None:
         if track.kind == "audio" and not self._reading:
             self._reading = True
+            for receiver in self.pc.getReceivers():
+                if receiver.track is track and not shorten_inbound_buffer(receiver):
+                    self.log.warning("this aiortc keeps its own receive buffer: +60 ms uplink")
             self._spawn(self._read_audio(track), "caller audio")
 
     def _on_datachannel(self, channel: RTCDataChannel) -> None:
