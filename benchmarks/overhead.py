@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import socket
@@ -27,6 +28,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -77,6 +79,34 @@ async def wait_healthy(url: str, timeout_s: float = 20.0) -> None:
             if time.monotonic() > deadline:
                 raise SystemExit(f"{url} did not come up")
             await asyncio.sleep(0.1)
+
+
+@contextlib.contextmanager
+def simulated_stack(env: dict[str, str] | None = None) -> Iterator[tuple[int, int, int]]:
+    """`voice gateway --simulate` at :data:`SIMULATED` and `voice serve` using it, each its
+    own process on 127.0.0.1 (``env`` adds to the server's environment); yields the
+    gateway's port, the server's port and the server's pid, and stops both on exit."""
+    gw_port, port = free_port(), free_port()
+    python = sys.executable
+    flags = [f"--{k}={v}" for k, v in SIMULATED.items()]
+    gateway = subprocess.Popen(
+        [python, "-m", "voice.cli", "gateway", "--simulate", "--port", str(gw_port), *flags],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    server = subprocess.Popen(
+        [python, "-m", "voice.cli", "serve", "--port", str(port), "--max-sessions", "1000"],
+        env={**os.environ, "VOICE_GATEWAY_URL": f"http://127.0.0.1:{gw_port}/v1", **(env or {})},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        yield gw_port, port, server.pid
+    finally:
+        for proc in (server, gateway):
+            proc.terminate()
+        for proc in (server, gateway):
+            proc.wait(timeout=15)
 
 
 def conversation(recordings: list[PcmFrame], start: int, turns: int) -> PcmFrame:
@@ -136,26 +166,8 @@ def main() -> None:
     questions = [s for s in manifest["samples"] if s.get("role", "question") == "question"]
     recordings = [load_wav(ROOT / "samples" / s["file"]) for s in questions]
 
-    gw_port, port = free_port(), free_port()
-    python = sys.executable
-    flags = [f"--{k}={v}" for k, v in SIMULATED.items()]
-    env = {**os.environ, "VOICE_GATEWAY_URL": f"http://127.0.0.1:{gw_port}/v1"}
-    gateway = subprocess.Popen(
-        [python, "-m", "voice.cli", "gateway", "--simulate", "--port", str(gw_port), *flags]
-    )
-    server = subprocess.Popen(
-        [python, "-m", "voice.cli", "serve", "--port", str(port), "--max-sessions", "1000"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        asyncio.run(measure(args, recordings, gw_port, port, server.pid))
-    finally:
-        for proc in (server, gateway):
-            proc.terminate()
-        for proc in (server, gateway):
-            proc.wait(timeout=15)
+    with simulated_stack() as (gw_port, port, server_pid):
+        asyncio.run(measure(args, recordings, gw_port, port, server_pid))
 
 
 async def measure(

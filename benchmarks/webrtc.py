@@ -29,14 +29,12 @@ import asyncio
 import json
 import os
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.overhead import SIMULATED, cpu_seconds, free_port, percentile, wait_healthy
+from benchmarks.overhead import SIMULATED, cpu_seconds, percentile, simulated_stack, wait_healthy
 from voice.bench.runner import run_bench
 from voice.bench.workload import Workload, load_recordings
 
@@ -156,32 +154,8 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
 
-    gw_port, port = free_port(), free_port()
-    python = sys.executable
-    flags = [f"--{k}={v}" for k, v in SIMULATED.items()]
-    env = {
-        **os.environ,
-        "VOICE_GATEWAY_URL": f"http://127.0.0.1:{gw_port}/v1",
-        "VOICE_WEBRTC_HOST_ADDRESSES": "127.0.0.1",
-    }
-    gateway = subprocess.Popen(
-        [python, "-m", "voice.cli", "gateway", "--simulate", "--port", str(gw_port), *flags],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    server = subprocess.Popen(
-        [python, "-m", "voice.cli", "serve", "--port", str(port), "--max-sessions", "1000"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        asyncio.run(measure(args, gw_port, port, server.pid))
-    finally:
-        for proc in (server, gateway):
-            proc.terminate()
-        for proc in (server, gateway):
-            proc.wait(timeout=15)
+    with simulated_stack({"VOICE_WEBRTC_HOST_ADDRESSES": "127.0.0.1"}) as (gw, port, pid):
+        asyncio.run(measure(args, gw, port, pid))
 
 
 if __name__ == "__main__":
