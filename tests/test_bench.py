@@ -106,3 +106,18 @@ def test_the_table_warns_when_the_load_generator_fell_behind():
     result.generator_lag_ms = 480.0
     assert "ran up to 480 ms behind real time: it is overloaded" in table(result)
     assert result.summary()["generator_lag_ms"] == 480.0
+
+
+async def test_a_line_that_breaks_mid_turn_is_counted_once():
+    """The server goes away while a caller waits for its reply: one error, on that turn."""
+    import asyncio
+
+    workload = Workload(sessions=1, turns=2, think_s=0.2)
+    slow = SIMULATION.model_copy(update={"asr_ms": 3000})
+    async with stack(slow) as (url, _):
+        bench = asyncio.create_task(run_bench(url, workload, load_recordings()))
+        await asyncio.sleep(1.0)  # the first question is being spoken
+    result = await bench
+    errors = result.errors()
+    assert sum(errors.values()) == 1, errors
+    assert next(iter(errors)).startswith("connection_closed"), errors

@@ -142,9 +142,15 @@ class _Run:
                             break
                 finally:
                     self.up -= 1
-                    self.result.session_errors.update(
+                    # A line that broke outside a turn, or after the turn's first error;
+                    # one that a turn reports as its error is counted there, not twice.
+                    lost = Counter(
                         e for e in caller.errors if e.startswith(("connection", "microphone"))
                     )
+                    lost -= Counter(
+                        t.error for t in self.result.turns if t.session == index and t.error
+                    )
+                    self.result.session_errors.update(lost)
         except CallRefused as exc:
             self.result.session_errors[f"connect_failed: {exc}"] += 1
         except (OSError, TimeoutError, InvalidHandshake) as exc:
