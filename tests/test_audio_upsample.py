@@ -1,9 +1,13 @@
 """Upsampler2x: 8 kHz telephony audio to the pipeline's 16 kHz, streaming and exact in size."""
 
+import os
+import threading
+import time
+from pathlib import Path
+
 import numpy as np
 import pytest
 
-from voice.audio.g711 import alaw_decode, alaw_encode, mulaw_decode, mulaw_encode
 from voice.audio.upsample import DELAY, Upsampler2x
 
 
@@ -45,16 +49,6 @@ def test_output_is_exactly_twice_the_input_whatever_the_chunking():
     assert Upsampler2x().process(b"") == b""
 
 
-@pytest.mark.parametrize(
-    ("encode", "decode"), [(mulaw_encode, mulaw_decode), (alaw_encode, alaw_decode)]
-)
-def test_g711_is_decoded_in_the_same_pass(encode, decode):
-    codes = encode(tone(1000, 8000, 1600).astype("<i2").tobytes())
-    table = np.frombuffer(decode(bytes(range(256))), "<i2").astype(np.float32)
-    fused = run(Upsampler2x(table=table), codes, 160)
-    assert fused == run(Upsampler2x(), decode(codes), 320)
-
-
 def test_full_scale_ringing_is_clipped_not_wrapped():
     square = np.where(np.arange(800) // 8 % 2, 32767, -32768).astype("<i2").tobytes()
     out = np.frombuffer(Upsampler2x().process(square), "<i2")
@@ -65,3 +59,24 @@ def test_full_scale_ringing_is_clipped_not_wrapped():
         plateau = (evens[:-1] == level) & (evens[1:] == level)
         assert plateau.sum() > 100
         assert np.all(odds[:-1][plateau].astype(int) * np.sign(level) > 20_000)
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="reads per-thread CPU (Linux)")
+def test_a_whole_utterance_is_upsampled_on_the_calling_thread_alone():
+    # A matrix product here went to OpenBLAS, whose worker threads then spun for
+    # milliseconds after every utterance: CPU taken from the event loop's core.
+    def other_threads_ticks():
+        me, total = threading.get_native_id(), 0
+        for tid in os.listdir("/proc/self/task"):
+            if int(tid) != me:
+                fields = Path(f"/proc/self/task/{tid}/stat").read_text().rsplit(")", 1)[1].split()
+                total += int(fields[11]) + int(fields[12])  # utime + stime
+        return total
+
+    pcm = tone(440, 8000, 8000 * 10).astype("<i2").tobytes()
+    before = other_threads_ticks()
+    for _ in range(40):  # 400 s of audio, ~0.3 s of work
+        Upsampler2x().process(pcm)
+    time.sleep(0.2)  # spinning workers would still be counting
+    # Ticks of 10 ms. Other threads may wake now and then; spinning ones took 30 or more.
+    assert other_threads_ticks() - before <= 12

@@ -24,6 +24,7 @@ from typing import Any
 
 from voice.audio.frames import PIPELINE_RATE, PcmFrame, Reframer
 from voice.audio.resample import Resampler
+from voice.audio.upsample import Upsampler2x
 from voice.audio.wav import wav_bytes
 from voice.config import Settings
 from voice.core.dialog import Dialog
@@ -46,6 +47,12 @@ from voice.transports.base import AudioSink, Emit
 from voice.vad import SpeechClassifier, WebRtcVad
 
 logger = logging.getLogger(__name__)
+
+NARROWBAND_RATE = 8_000
+"""Caller audio at this rate (telephony's) is classified and turned as it arrives, not
+doubled to 16 kHz frame by frame: webrtcvad classifies 8 kHz audio itself (it brings 16 kHz
+input down to 8 kHz before anything else), so doubling would only be undone. The utterance
+is doubled once, when it goes to ASR, which always gets 16 kHz."""
 
 
 class SessionLogger(logging.LoggerAdapter[logging.Logger]):
@@ -85,6 +92,7 @@ class Session:
         )
         self.voice: str | None = settings.gateway.tts_voice
         self.input_rate = PIPELINE_RATE
+        self._frame_rate = PIPELINE_RATE  # what the VAD and the turn detector run at
         self._gateway = gateway
         self._sink = sink
         self._emit = emit
@@ -106,10 +114,20 @@ class Session:
         self._response_ids = itertools.count(1)
 
     def set_input_rate(self, rate: int) -> None:
-        """Caller audio arrives at ``rate`` from now on."""
-        if rate != self.input_rate:
-            self.input_rate = rate
-            self._resampler = None if rate == PIPELINE_RATE else Resampler(rate, PIPELINE_RATE)
+        """Caller audio arrives at ``rate`` from now on.
+
+        8 and 16 kHz audio is used as it is; other rates are resampled to 16 kHz. A change
+        between the two drops a turn in progress (its audio would mix two rates).
+        """
+        if rate == self.input_rate:
+            return
+        self.input_rate = rate
+        frame_rate = rate if rate in (NARROWBAND_RATE, PIPELINE_RATE) else PIPELINE_RATE
+        self._resampler = None if rate == frame_rate else Resampler(rate, frame_rate)
+        if frame_rate != self._frame_rate:
+            self._frame_rate = frame_rate
+            self._reframer = Reframer(frame_rate)
+            self._turns.reset()
 
     @property
     def replying(self) -> bool:
@@ -125,7 +143,7 @@ class Session:
         if self._resampler is not None:
             pcm = self._resampler.process(pcm)
         for frame in self._reframer.push(pcm):
-            speech = self._vad.is_speech(frame.pcm, PIPELINE_RATE)
+            speech = self._vad.is_speech(frame.pcm, frame.sample_rate)
             for event in self._turns.feed(frame.pcm, speech):
                 await self._on_turn_event(event)
 
@@ -174,13 +192,17 @@ class Session:
 
     def _transcribe(self, turn: SpeechStopped) -> None:
         item = Transcription(started=time.monotonic())
-        item.task = asyncio.create_task(self._run_transcription(turn.audio, item))
+        audio = PcmFrame(turn.audio, self._frame_rate)
+        item.task = asyncio.create_task(self._run_transcription(audio, item))
         item.task.add_done_callback(item.end)
         self._pending.append(item)
 
-    async def _run_transcription(self, audio: bytes, item: Transcription) -> str:
+    async def _run_transcription(self, audio: PcmFrame, item: Transcription) -> str:
         try:
-            wav = wav_bytes(PcmFrame(audio, PIPELINE_RATE))
+            if audio.sample_rate == NARROWBAND_RATE:
+                # One pass over the whole utterance: ~0.1 ms a second of audio.
+                audio = PcmFrame(Upsampler2x().process(audio.pcm), PIPELINE_RATE)
+            wav = wav_bytes(audio)
             text = (await self._gateway.transcribe(wav)).strip()
             item.ended = time.monotonic()
             self._emit(Transcript(text))

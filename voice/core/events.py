@@ -20,7 +20,7 @@ class SpeechStarted:
 
 @dataclass(frozen=True, slots=True)
 class SpeechStopped:
-    """End of turn: ``audio`` is the utterance (16 kHz PCM16, with pre-roll).
+    """End of turn: ``audio`` is the utterance (PCM16 at the frames' rate, with pre-roll).
 
     ``speech_end_ms`` is the end of the last voiced frame; ``at_ms`` is when the turn was
     declared over, so ``at_ms - speech_end_ms`` is the hangover the caller waited (vad_ms).

@@ -11,7 +11,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-import numpy.typing as npt
 
 from voice.audio.g711 import alaw_decode, alaw_encode, mulaw_decode, mulaw_encode
 from voice.errors import AudioFormatError
@@ -33,8 +32,6 @@ class Codec:
     """Carrier bytes → PCM16LE at ``rate``."""
     encode: Callable[[bytes], bytes]
     """PCM16LE at ``rate`` → carrier bytes."""
-    table: npt.NDArray[np.float32] | None = None
-    """For 8-bit codecs, each code's sample value: lets a decoder skip PCM16 bytes."""
 
     def bytes_for(self, ms: int) -> int:
         """Encoded bytes in ``ms`` milliseconds of audio."""
@@ -45,12 +42,8 @@ class Codec:
         return 1000.0 * size / self.sample_bytes / self.rate
 
 
-def _table(decode: Callable[[bytes], bytes]) -> npt.NDArray[np.float32]:
-    return np.frombuffer(decode(bytes(range(256))), dtype="<i2").astype(np.float32)
-
-
-PCMU = Codec("PCMU", 8_000, 1, mulaw_decode, mulaw_encode, _table(mulaw_decode))
-PCMA = Codec("PCMA", 8_000, 1, alaw_decode, alaw_encode, _table(alaw_decode))
+PCMU = Codec("PCMU", 8_000, 1, mulaw_decode, mulaw_encode)
+PCMA = Codec("PCMA", 8_000, 1, alaw_decode, alaw_encode)
 L16_8K = Codec("L16", 8_000, 2, _l16_swap, _l16_swap)
 L16_16K = Codec("L16", 16_000, 2, _l16_swap, _l16_swap)
 

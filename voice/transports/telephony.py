@@ -28,8 +28,7 @@ from typing import Any, ClassVar
 from pydantic import TypeAdapter, ValidationError
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from voice.audio.frames import PIPELINE_RATE, SAMPLE_WIDTH
-from voice.audio.upsample import Upsampler2x
+from voice.audio.frames import SAMPLE_WIDTH
 from voice.config import DTMF_DIGITS, Settings
 from voice.core.events import DtmfReceived, SessionEvent
 from voice.core.reorder import ReorderBuffer
@@ -195,7 +194,6 @@ class TelephonyCall:
         self._log = SessionLogger(logger, {"session": session_id})
         self._reorder: ReorderBuffer[bytes] = ReorderBuffer(settings.telephony.jitter_frames)
         self._frame_ms = 20.0
-        self._upsampler: Upsampler2x | None = None
         self._block = self._max_payload = 0  # payload sizes, set by start
         self._stopped = False
         self._pacer: asyncio.Task[None] | None = None
@@ -294,11 +292,8 @@ class TelephonyCall:
             sink=self.playout,
             emit=self.emit,
         )
-        if start.codec.rate * 2 == PIPELINE_RATE:
-            # 8 kHz audio is doubled here, far cheaper than the session's general resampler.
-            self._upsampler = Upsampler2x(table=start.codec.table)
-        else:
-            self.session.set_input_rate(start.codec.rate)
+        # 8 kHz audio goes to the session as it is (see Session.set_input_rate).
+        self.session.set_input_rate(start.codec.rate)
         if "instructions" in start.parameters:
             self.session.dialog.instructions = start.parameters["instructions"][:20_000]
         if "voice" in start.parameters:
@@ -343,13 +338,7 @@ class TelephonyCall:
                 await self.session.feed(bytes(samples * SAMPLE_WIDTH))
             else:
                 self._frame_ms = codec.duration_ms(len(frame))
-                if self._upsampler is None:
-                    pcm = codec.decode(frame)
-                elif codec.table is not None:  # G.711: decoded by the upsampler
-                    pcm = self._upsampler.process(frame)
-                else:
-                    pcm = self._upsampler.process(codec.decode(frame))
-                await self.session.feed(pcm)
+                await self.session.feed(codec.decode(frame))
         if self._reorder.late:
             late, self._reorder.late = self._reorder.late, 0
             for _ in range(late):
