@@ -1,8 +1,11 @@
 """ITU-T G.711 mu-law and A-law codecs (telephony: Twilio speaks 8 kHz mu-law).
 
-Both directions are numpy table lookups: decoding indexes a 256-entry table by the code
-byte, encoding a 65536-entry table by the sample's bit pattern (its uint16 view), so a
-20 ms frame costs one ``take``. The tables are built once at import from the segment
+Both directions are table lookups. Encoding indexes a 65536-entry numpy table by the
+sample's bit pattern (its uint16 view): one ``take`` for a whole reply chunk. Decoding, done
+for every 20 ms frame a caller sends, needs no numpy at all: ``bytes.translate`` maps each
+code to its sample's low byte and again to its high byte, and two slice assignments
+interleave them, about a third of what a ``take`` costs with numpy's per-call overhead.
+The tables are built once at import from the segment
 rules of G.711 (as in the reference ``g711.c``): mu-law works on the top 14 bits of the
 sample, A-law on the top 13.
 """
@@ -75,8 +78,22 @@ def _encode(pcm: bytes, table: npt.NDArray[np.uint8]) -> bytes:
     return table.take(samples).tobytes()
 
 
-def _decode(data: bytes, table: npt.NDArray[np.int16]) -> bytes:
-    return table.take(np.frombuffer(data, dtype=np.uint8)).astype("<i2").tobytes()
+def _byte_tables(table: npt.NDArray[np.int16]) -> tuple[bytes, bytes]:
+    """For each code, its sample's low byte and its high byte (PCM16LE)."""
+    pcm = table.astype("<i2").tobytes()
+    return pcm[0::2], pcm[1::2]
+
+
+_MULAW_BYTES: Final = _byte_tables(_MULAW_DECODE)
+_ALAW_BYTES: Final = _byte_tables(_ALAW_DECODE)
+
+
+def _decode(data: bytes, tables: tuple[bytes, bytes]) -> bytes:
+    low, high = tables
+    pcm = bytearray(2 * len(data))
+    pcm[0::2] = data.translate(low)
+    pcm[1::2] = data.translate(high)
+    return bytes(pcm)
 
 
 def mulaw_encode(pcm: bytes) -> bytes:
@@ -86,7 +103,7 @@ def mulaw_encode(pcm: bytes) -> bytes:
 
 def mulaw_decode(data: bytes) -> bytes:
     """Mu-law bytes to PCM16LE, two bytes per code."""
-    return _decode(data, _MULAW_DECODE)
+    return _decode(data, _MULAW_BYTES)
 
 
 def alaw_encode(pcm: bytes) -> bytes:
@@ -96,4 +113,4 @@ def alaw_encode(pcm: bytes) -> bytes:
 
 def alaw_decode(data: bytes) -> bytes:
     """A-law bytes to PCM16LE, two bytes per code."""
-    return _decode(data, _ALAW_DECODE)
+    return _decode(data, _ALAW_BYTES)
