@@ -63,3 +63,18 @@ def test_flush_pads_with_silence_then_empties():
 def test_unusable_frame_size_is_refused(rate, ms):
     with pytest.raises(AudioFormatError):
         Reframer(rate, frame_ms=ms)
+
+
+def test_cut_frames_follow_the_stream_whether_chunks_are_whole_frames_or_not():
+    reframer = Reframer(8000)  # 320-byte frames
+    size = reframer.frame_size
+    stream = bytes(range(256)) * 40
+    # Whole-frame chunks pass straight through, but not while a part frame is held back.
+    steps = [size, size, 100, size, size - 100, size, 7, 1, size, size]
+    frames, pos = [], 0
+    for step in steps:
+        frames += reframer.cut(stream[pos : pos + step])
+        pos += step
+    assert all(len(frame) == size for frame in frames)
+    assert b"".join(frames) == stream[: len(frames) * size]
+    assert reframer.pending == pos - len(frames) * size

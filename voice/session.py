@@ -142,9 +142,10 @@ class Session:
         """Caller audio: PCM16 mono at ``input_rate``, any length (even)."""
         if self._resampler is not None:
             pcm = self._resampler.process(pcm)
-        for frame in self._reframer.push(pcm):
-            speech = self._vad.is_speech(frame.pcm, frame.sample_rate)
-            for event in self._turns.feed(frame.pcm, speech):
+        rate = self._frame_rate
+        for frame in self._reframer.cut(pcm):
+            speech = self._vad.is_speech(frame, rate)
+            for event in self._turns.feed(frame, speech):
                 await self._on_turn_event(event)
 
     async def interrupt(self) -> None:

@@ -69,17 +69,21 @@ class Reframer:
 
     def push(self, pcm: bytes) -> list[PcmFrame]:
         """Add ``pcm`` and return every complete frame now available, oldest first."""
-        self._buffer += pcm
+        return [PcmFrame(frame, self.sample_rate) for frame in self.cut(pcm)]
+
+    def cut(self, pcm: bytes) -> list[bytes]:
+        """:meth:`push`, returning each frame's bytes alone (for a caller's every frame)."""
         size = self.frame_size
+        if not self._buffer and len(pcm) == size and isinstance(pcm, bytes):
+            return [pcm]  # transports mostly send whole frames: nothing to cut or copy
+        self._buffer += pcm
         count = len(self._buffer) // size
         if count == 0:
             return []
         # One slice and one delete per push, not per frame: a long chunk stays linear.
         data = bytes(self._buffer[: count * size])
         del self._buffer[: count * size]
-        return [
-            PcmFrame(data[i : i + size], self.sample_rate) for i in range(0, count * size, size)
-        ]
+        return [data[i : i + size] for i in range(0, count * size, size)]
 
     def flush(self) -> PcmFrame | None:
         """Return the remainder padded with silence to a full frame, or None if empty."""

@@ -136,7 +136,7 @@ class TurnDetector:
         onset_ms = self.now_ms
         self._frames_fed += 1
         events: list[TurnEvent] = []
-        match self.state:
+        match self._state:
             case TurnState.SILENCE:
                 if is_speech:
                     # Snapshot the ring before this frame: it is the audio before the onset.
