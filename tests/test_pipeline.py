@@ -177,6 +177,52 @@ async def test_audio_plays_in_sentence_order_even_when_later_speech_is_faster():
     assert set(values) == {1, 2, 3}
 
 
+class CountingSink:
+    """The harness's playout, with the size of every write it was given."""
+
+    def __init__(self, inner):
+        self.inner = inner
+        self.writes: list[int] = []
+
+    async def write(self, frame):
+        self.writes.append(frame.num_samples)
+        await self.inner.write(frame)
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+
+class SpacedSpeech(ConstantSpeech):
+    """Five chunks a sentence, each after a pause: the player keeps up with every one."""
+
+    async def speak(self, text, *, voice=None):
+        async for frame in super().speak(text, voice=voice):
+            await asyncio.sleep(20 * MS)
+            yield frame
+
+
+async def test_chunks_that_queued_up_are_written_together_and_none_is_lost():
+    async with Harness(ConstantSpeech([10, 10, 10])) as h:
+        sink = h.session._sink = CountingSink(h.playout)
+        await h.session.respond(turn())
+        done = await h.reply_done()
+    # Each sentence's five chunks are queued before the player takes any: one write each.
+    assert sink.writes == [4800] * 3
+    values = np.concatenate([np.frombuffer(chunk, "<i2") for _, chunk in h.sent])
+    assert [int((values == v).sum()) for v in (1, 2, 3)] == [4800] * 3
+    assert done.status == "completed"
+
+
+async def test_chunks_the_player_keeps_up_with_are_written_as_they_come():
+    async with Harness(SpacedSpeech([10, 10, 10])) as h:
+        sink = h.session._sink = CountingSink(h.playout)
+        await h.session.respond(turn())
+        await h.reply_done()
+    # The first sentence plays as it arrives; later ones were fetched ahead, while it played.
+    assert sink.writes[:5] == [960] * 5
+    assert sum(sink.writes) == 3 * 4800
+
+
 async def test_speech_lookahead_is_bounded():
     reply = " ".join(f"Sentence number {n} is here." for n in range(8))
     gateway = Recording(SimulatedGateway(FAST.model_copy(update={"replies": [reply]})))

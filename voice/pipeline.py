@@ -245,8 +245,40 @@ class Reply:
     async def _play(self, jobs: asyncio.Queue[_SpeechJob | None], slots: asyncio.Semaphore) -> None:
         while (job := await jobs.get()) is not None:
             self._heard.add_text(job.text)
-            while (frame := await job.audio.get()) is not None:
-                await self._sink.write(frame)
-                self._heard.add_audio(frame.duration_ms)
+            ended = False
+            while not ended and (first := await job.audio.get()) is not None:
+                frames, ended = _take_queued(job.audio, first)
+                for frame in frames:
+                    await self._sink.write(frame)
+                    self._heard.add_audio(frame.duration_ms)
             slots.release()
         await self._sink.finish()
+
+
+def _take_queued(
+    audio: asyncio.Queue[PcmFrame | None], first: PcmFrame
+) -> tuple[list[PcmFrame], bool]:
+    """``first`` and the chunks already queued behind it, joined; True once the end is taken.
+
+    Speech usually streams faster than real time, so chunks that arrived while the loop was
+    busy are written together: one resample, encode and send for all of them, not one each,
+    which is when that saving counts. When the loop keeps up, each chunk goes out alone, as
+    soon as it came.
+    """
+    frames, ended = [first], False
+    while not audio.empty():
+        frame = audio.get_nowait()
+        if frame is None:
+            ended = True
+            break
+        frames.append(frame)
+    if len(frames) == 1:
+        return frames, ended
+    joined: list[PcmFrame] = []
+    run: list[bytes] = []
+    for i, frame in enumerate(frames):  # a rate change (never seen) splits the batch
+        run.append(frame.pcm)
+        if i + 1 == len(frames) or frames[i + 1].sample_rate != frame.sample_rate:
+            joined.append(PcmFrame(b"".join(run), frame.sample_rate))
+            run = []
+    return joined, ended
