@@ -13,7 +13,9 @@ every 20 ms in real time, marks echoed when their audio has played. Each call as
   99th percentile) and ``max``, how late it ran a timer due every 10 ms, i.e. how long any
   ready callback waited behind the others; and time in garbage collection (ms per second
   and longest pause);
-- the server process's CPU: percent of one core over the level, and seconds per call-minute;
+- the server process's CPU: percent of one core over the level and in its busiest seconds
+  (``p90 s``: the 90th percentile of each second's figure; near 100 the loop is saturated
+  while most calls are active, whatever the average), and seconds per call-minute;
   the CPU of this load generator (``callers``), of the simulated gateway, and of everything
   else on the machine meanwhile (``others``: figures taken on a busy machine are worse).
 
@@ -96,6 +98,7 @@ async def watch_loop(out: Any) -> None:
     gc.callbacks.append(on_gc)
     lags: list[float] = []
     second = time.monotonic() + 1
+    cpu_at = time.process_time()
     while True:
         due = time.monotonic() + LAG_TICK_S
         await asyncio.sleep(LAG_TICK_S)
@@ -103,8 +106,10 @@ async def watch_loop(out: Any) -> None:
         lags.append((now - due) * 1000)
         if now >= second:
             lags.sort()
+            cpu, cpu_at = time.process_time() - cpu_at, time.process_time()
             line = {"t": now, "lag_p99": lags[int(0.99 * (len(lags) - 1))], "lag_max": lags[-1]}
-            out.write(json.dumps({**line, "gc_ms": gc_ms, "gc_max": gc_max}) + "\n")
+            line |= {"cpu": 100 * cpu / (now - second + 1), "gc_ms": gc_ms, "gc_max": gc_max}
+            out.write(json.dumps(line) + "\n")
             lags.clear()
             gc_ms = gc_max = 0.0
             second = now + 1
@@ -226,6 +231,8 @@ async def run_level(
         "gc_ms_per_s": sum(second["gc_ms"] for second in loop) / max(len(loop), 1),
         "gc_max_ms": max((second["gc_max"] for second in loop), default=float("nan")),
         "cpu_percent": 100 * cpu / wall,
+        "cpu_busiest_s": max((second["cpu"] for second in loop), default=float("nan")),
+        "cpu_p90_s": percentile([second["cpu"] for second in loop], 90),
         "cpu_s_per_call_min": cpu / (calls * wall / 60),
         "server_cpu_wait_percent": 100 * waited / wall,
         "callers_cpu_percent": 100 * used["callers"] / wall,
@@ -253,7 +260,7 @@ async def measure(
     print(
         f"{'calls':>5} {'turns':>5} {'failed':>6} {'overhead p50':>12} {'p95':>6} {'max':>6} "
         f"{'v2v p50':>8} {'v2v p95':>8} {'lag p99':>7} {'max':>5} {'gc ms/s':>7} {'max':>5} "
-        f"{'server CPU %':>12} {'CPU s/call-min':>14} {'waited %':>8} {'callers':>7} "
+        f"{'server CPU %':>12} {'p90 s':>5} {'CPU s/call-min':>14} {'waited %':>8} {'callers':>7} "
         f"{'gateway':>7} {'others':>6}"
     )
     rows = []
@@ -266,7 +273,8 @@ async def measure(
             f"{row['overhead_p95']:>6.1f} {row['overhead_max']:>6.1f} {row['v2v_p50']:>8.0f} "
             f"{row['v2v_p95']:>8.0f} {row['loop_lag_p99']:>7.1f} {row['loop_lag_max']:>5.0f} "
             f"{row['gc_ms_per_s']:>7.1f} {row['gc_max_ms']:>5.0f} {row['cpu_percent']:>12.0f} "
-            f"{row['cpu_s_per_call_min']:>14.2f} {row['server_cpu_wait_percent']:>8.0f} "
+            f"{row['cpu_p90_s']:>5.0f} {row['cpu_s_per_call_min']:>14.2f} "
+            f"{row['server_cpu_wait_percent']:>8.0f} "
             f"{row['callers_cpu_percent']:>7.0f} "
             f"{row['gateway_cpu_percent']:>7.0f} {row['others_cpu_percent']:>6.0f}",
             flush=True,
