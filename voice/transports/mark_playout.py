@@ -85,6 +85,7 @@ class MarkedPlayout:
         self._played_all = asyncio.Event()
         self._played_all.set()
         self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0
         self._sending = asyncio.Lock()
         self._warned = False
         self.first_sent_at: float | None = None
@@ -188,9 +189,6 @@ class MarkedPlayout:
 
     async def _send_within_lead(self) -> None:
         ledger = self._ledger
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
         if ledger.expire(self._clock()):
             self._warn_expired()
             self._settle()
@@ -210,11 +208,22 @@ class MarkedPlayout:
             await self._send(self._messages.mark(name))
         if not self._queue:
             self._sent_all.set()
-        # Should no echo come, look again when the oldest mark becomes overdue.
-        deadline = ledger.next_deadline()
-        if deadline is not None:
-            delay = max(0.0, deadline - self._clock())
-            self._timer = asyncio.get_running_loop().call_later(delay, self._wake.set)
+        self._arm(ledger.next_deadline())
+
+    def _arm(self, deadline: float | None) -> None:
+        """Should no echo come, look again when the oldest mark becomes overdue.
+
+        A timer already set for no later than that stays: the deadline moves on with every
+        echo, and cancelling and setting one per chunk cost more than the one early look
+        (which finds nothing overdue and sets the timer again) an outdated timer costs.
+        """
+        now = self._clock()
+        if deadline is None or (self._timer is not None and now < self._timer_at <= deadline):
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_at = deadline
+        self._timer = asyncio.get_running_loop().call_later(deadline - now, self._wake.set)
 
     def _warn_expired(self) -> None:
         if not self._warned:
