@@ -192,35 +192,45 @@ class CountingSink:
         return getattr(self.inner, name)
 
 
-class SpacedSpeech(ConstantSpeech):
-    """Five chunks a sentence, each after a pause: the player keeps up with every one."""
-
-    async def speak(self, text, *, voice=None):
-        async for frame in super().speak(text, voice=voice):
-            await asyncio.sleep(20 * MS)
-            yield frame
-
-
-async def test_chunks_that_queued_up_are_written_together_and_none_is_lost():
-    async with Harness(ConstantSpeech([10, 10, 10])) as h:
+async def test_the_head_sentence_is_written_as_it_arrives_and_the_ones_fetched_ahead_joined():
+    async with Harness(ConstantSpeech([300, 10, 10])) as h:
         sink = h.session._sink = CountingSink(h.playout)
         await h.session.respond(turn())
         done = await h.reply_done()
-    # Each sentence's five chunks are queued before the player takes any: one write each.
-    assert sink.writes == [4800] * 3
+    # The first sentence's speech comes last: the next two wait whole, and go in one write.
+    assert sink.writes == [960] * 5 + [4800, 4800]
     values = np.concatenate([np.frombuffer(chunk, "<i2") for _, chunk in h.sent])
     assert [int((values == v).sum()) for v in (1, 2, 3)] == [4800] * 3
     assert done.status == "completed"
+    assert done.text == REPLY
 
 
-async def test_chunks_the_player_keeps_up_with_are_written_as_they_come():
-    async with Harness(SpacedSpeech([10, 10, 10])) as h:
-        sink = h.session._sink = CountingSink(h.playout)
+async def test_the_first_sentence_goes_from_chat_to_speech_to_sink_in_one_task():
+    # Each hand-over to another task waits a pass of the event loop: under load, the
+    # largest part of the pipeline's own latency.
+    tasks = {}
+
+    class Tracing(Recording):
+        async def chat(self, messages):
+            tasks["chat"] = asyncio.current_task()
+            async for delta in super().chat(messages):
+                yield delta
+
+        async def speak(self, text, *, voice=None):
+            tasks.setdefault("speak", asyncio.current_task())
+            async for frame in super().speak(text, voice=voice):
+                yield frame
+
+    class FirstWriter(CountingSink):
+        async def write(self, frame):
+            tasks.setdefault("write", asyncio.current_task())
+            await super().write(frame)
+
+    async with Harness(Tracing(SimulatedGateway(FAST))) as h:
+        h.session._sink = FirstWriter(h.playout)
         await h.session.respond(turn())
         await h.reply_done()
-    # The first sentence plays as it arrives; later ones were fetched ahead, while it played.
-    assert sink.writes[:5] == [960] * 5
-    assert sum(sink.writes) == 3 * 4800
+    assert tasks["chat"] is tasks["speak"] is tasks["write"]
 
 
 async def test_speech_lookahead_is_bounded():

@@ -15,13 +15,13 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from voice.audio.frames import PcmFrame
 from voice.config import PipelineSettings
 from voice.core.chunker import SentenceChunker
 from voice.core.dialog import Dialog
 from voice.core.events import AudioDone, ResponseStarted, TextDelta, TurnTimings
 from voice.core.playout import HeardText
 from voice.gateway.base import Gateway
+from voice.speech_line import SpeechJob, SpeechLine
 from voice.transports.base import AudioSink, Emit
 
 T = TypeVar("T")
@@ -36,9 +36,13 @@ async def closing(stream: AsyncIterator[T]) -> AsyncIterator[AsyncIterator[T]]:
     try:
         yield stream
     finally:
-        aclose = getattr(stream, "aclose", None)
-        if aclose is not None:
-            await aclose()
+        await _aclose(stream)
+
+
+async def _aclose(stream: AsyncIterator[T]) -> None:
+    aclose = getattr(stream, "aclose", None)
+    if aclose is not None:
+        await aclose()
 
 
 @dataclass
@@ -69,14 +73,6 @@ class TurnClock:
             tts_ttfb_ms=span(self.tts_start, self.tts_first_byte),
             first_audio_ms=None if first_audio is None else round(first_audio + self.vad_ms, 2),
         )
-
-
-@dataclass
-class _SpeechJob:
-    text: str
-    audio: asyncio.Queue[PcmFrame | None] = field(
-        default_factory=lambda: asyncio.Queue(SPEECH_QUEUE_CHUNKS)
-    )
 
 
 @dataclass
@@ -162,15 +158,20 @@ class Reply:
         self._sink.start_response()
         self._emit(ResponseStarted(self.response_id))
 
-        # Unbounded in type, bounded in fact: a job enters only with a slot.
-        jobs: asyncio.Queue[_SpeechJob | None] = asyncio.Queue()
-        # One slot per sentence being fetched or played: the playing one plus the look-ahead.
-        slots = asyncio.Semaphore(self._settings.tts_lookahead + 1)
-        async with asyncio.TaskGroup() as tg:
-            tg.create_task(self._play(jobs, slots))
-            # The chat request goes from this task, not from a new one that would start a
-            # pass of the event loop later (under load, a pass takes milliseconds).
-            await self._write(tg, jobs, slots)
+        line = SpeechLine(
+            self._sink,
+            self._heard,
+            capacity=self._settings.tts_lookahead + 1,
+            max_buffered=SPEECH_QUEUE_CHUNKS,
+        )
+        deltas = self._gateway.chat(self._dialog.messages())
+        try:
+            async with asyncio.TaskGroup() as tg:
+                await self._write(tg, line, deltas)
+        finally:
+            # Here, not in the task reading it last: that one may be cancelled before it ran.
+            await _aclose(deltas)
+        await self._sink.finish()
         self._emit(AudioDone(self.response_id))
         await self._sink.wait_played()
 
@@ -196,42 +197,67 @@ class Reply:
         return " ".join(t for t in texts if t)
 
     async def _write(
-        self,
-        tg: asyncio.TaskGroup,
-        jobs: asyncio.Queue[_SpeechJob | None],
-        slots: asyncio.Semaphore,
+        self, tg: asyncio.TaskGroup, line: SpeechLine, deltas: AsyncIterator[str]
     ) -> None:
+        """Read the chat stream up to the first sentence, then fetch and play its speech from
+        this task while a new one reads the rest.
+
+        So from the transcript to the chat request, from the first sentence to its speech
+        request, and from its first byte of speech to the sink, nothing waits for another
+        task to be scheduled: under load, each such hand-over waits a pass of the event loop
+        behind everything else that is ready. The rest of the reply is needed only once the
+        first sentence has played.
+        """
         chunker = SentenceChunker(eager_min_words=self._settings.eager_min_words)
         self.clock.chat_start = self._now()
-        async with closing(self._gateway.chat(self._dialog.messages())) as deltas:
-            async for delta in deltas:
-                if not delta:
-                    continue
-                if self.clock.first_token is None:
-                    self.clock.first_token = self._now()
-                self.text += delta
-                self._emit(TextDelta(self.response_id, delta))
-                for sentence in chunker.push(delta):
-                    await self._speak(tg, jobs, slots, sentence)
-        for sentence in chunker.flush():
-            await self._speak(tg, jobs, slots, sentence)
-        jobs.put_nowait(None)
+        rest: AsyncIterator[str] | None = deltas
+        ready = await self._next_sentences(deltas, chunker)
+        if ready is None:  # the stream ended inside the first sentence
+            ready, rest = chunker.flush(), None
+        if not ready:
+            return
+        self.clock.first_sentence = self._now()
+        first = await line.add(ready[0])
+        tg.create_task(self._write_rest(tg, line, rest, chunker, ready[1:]))
+        await self._fetch(line, first)
 
-    async def _speak(
+    async def _write_rest(
         self,
         tg: asyncio.TaskGroup,
-        jobs: asyncio.Queue[_SpeechJob | None],
-        slots: asyncio.Semaphore,
-        sentence: str,
+        line: SpeechLine,
+        deltas: AsyncIterator[str] | None,
+        chunker: SentenceChunker,
+        ready: list[str],
     ) -> None:
-        if self.clock.first_sentence is None:
-            self.clock.first_sentence = self._now()
-        await slots.acquire()
-        job = _SpeechJob(sentence)
-        tg.create_task(self._fetch(job))
-        jobs.put_nowait(job)
+        """Speak the sentences after the first: those already cut, then the stream's rest."""
+        for sentence in ready:
+            await self._speak(tg, line, sentence)
+        if deltas is not None:
+            while (sentences := await self._next_sentences(deltas, chunker)) is not None:
+                for sentence in sentences:
+                    await self._speak(tg, line, sentence)
+            for sentence in chunker.flush():
+                await self._speak(tg, line, sentence)
 
-    async def _fetch(self, job: _SpeechJob) -> None:
+    async def _next_sentences(
+        self, deltas: AsyncIterator[str], chunker: SentenceChunker
+    ) -> list[str] | None:
+        """Read the chat stream until the chunker cuts a sentence; None once it has ended."""
+        async for delta in deltas:
+            if not delta:
+                continue
+            if self.clock.first_token is None:
+                self.clock.first_token = self._now()
+            self.text += delta
+            self._emit(TextDelta(self.response_id, delta))
+            if sentences := chunker.push(delta):
+                return sentences
+        return None
+
+    async def _speak(self, tg: asyncio.TaskGroup, line: SpeechLine, sentence: str) -> None:
+        tg.create_task(self._fetch(line, await line.add(sentence)))
+
+    async def _fetch(self, line: SpeechLine, job: SpeechJob) -> None:
         first = self.clock.tts_start is None
         if first:
             self.clock.tts_start = self._now()
@@ -239,46 +265,5 @@ class Reply:
             async for frame in audio:
                 if first and self.clock.tts_first_byte is None:
                     self.clock.tts_first_byte = self._now()
-                await job.audio.put(frame)
-        await job.audio.put(None)
-
-    async def _play(self, jobs: asyncio.Queue[_SpeechJob | None], slots: asyncio.Semaphore) -> None:
-        while (job := await jobs.get()) is not None:
-            self._heard.add_text(job.text)
-            ended = False
-            while not ended and (first := await job.audio.get()) is not None:
-                frames, ended = _take_queued(job.audio, first)
-                for frame in frames:
-                    await self._sink.write(frame)
-                    self._heard.add_audio(frame.duration_ms)
-            slots.release()
-        await self._sink.finish()
-
-
-def _take_queued(
-    audio: asyncio.Queue[PcmFrame | None], first: PcmFrame
-) -> tuple[list[PcmFrame], bool]:
-    """``first`` and the chunks already queued behind it, joined; True once the end is taken.
-
-    Speech usually streams faster than real time, so chunks that arrived while the loop was
-    busy are written together: one resample, encode and send for all of them, not one each,
-    which is when that saving counts. When the loop keeps up, each chunk goes out alone, as
-    soon as it came.
-    """
-    frames, ended = [first], False
-    while not audio.empty():
-        frame = audio.get_nowait()
-        if frame is None:
-            ended = True
-            break
-        frames.append(frame)
-    if len(frames) == 1:
-        return frames, ended
-    joined: list[PcmFrame] = []
-    run: list[bytes] = []
-    for i, frame in enumerate(frames):  # a rate change (never seen) splits the batch
-        run.append(frame.pcm)
-        if i + 1 == len(frames) or frames[i + 1].sample_rate != frame.sample_rate:
-            joined.append(PcmFrame(b"".join(run), frame.sample_rate))
-            run = []
-    return joined, ended
+                await line.deliver(job, frame)
+        await line.end(job)
