@@ -87,6 +87,11 @@ _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 """Failures before any byte of the request left: the only ones after which chat is replayed."""
 _IDENTITY = {"Accept-Encoding": "identity"}
 """For streamed bodies: a compressor upstream may hold back tokens or audio to fill a block."""
+_CLOSED = httpx.ByteStream(b"")
+"""Put in place of a closed response's stream. httpx 0.28's stream refers back to its response
+(encode/httpx#3733), a cycle that keeps the response, its request and httpcore's objects, ~40
+in all, until the collector's next pass; at 100 calls, those passes freed ~10,000 objects each
+and paused the loop 20-35 ms. Without the cycle, reference counting frees them at once."""
 
 try:
     _VERSION = importlib.metadata.version("voice")
@@ -335,6 +340,7 @@ class HttpGateway:
                 raise self._transport_error(exc, route, request_id) from exc
             finally:
                 await response.aclose()
+                response.stream = _CLOSED
 
     @contextmanager
     def _least_busy(self) -> Iterator[httpx.AsyncClient]:
