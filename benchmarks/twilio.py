@@ -15,12 +15,15 @@ every 20 ms in real time, marks echoed when their audio has played. Each call as
   and longest pause);
 - the server process's CPU: percent of one core over the level and in its busiest seconds
   (``p90 s``: the 90th percentile of each second's figure; near 100 the loop is saturated
-  while most calls are active, whatever the average), and seconds per call-minute;
+  while most calls are active, whatever the average), and seconds per call-minute; with
+  ``--workers N`` the CPU is all workers' together, and the per-second figures (lag, GC,
+  ``p90 s``) are each worker's;
   the CPU of this load generator (``callers``), of the simulated gateway, and of everything
   else on the machine meanwhile (``others``: figures taken on a busy machine are worse).
 
     .venv/bin/python -m benchmarks.twilio                       # 1, 50 and 100 calls
     .venv/bin/python -m benchmarks.twilio --calls 1,10 --turns 1
+    .venv/bin/python -m benchmarks.twilio --workers 2           # voice serve --workers 2
 
 Traffic goes only to 127.0.0.1 and every run ends by itself (each call has a deadline).
 """
@@ -61,6 +64,12 @@ def machine_busy_seconds() -> float:
 def cpu_wait_seconds(pid: int) -> float:
     """Seconds process ``pid``'s main thread has spent ready to run but waiting for a core."""
     return int(Path(f"/proc/{pid}/schedstat").read_text().split()[1]) / 1e9
+
+
+def server_pids(pid: int) -> list[int]:
+    """The server process and its children (the workers of ``--workers``)."""
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return [pid, *(int(child) for child in children)]
 
 
 def read_lines(path: Path) -> list[str]:
@@ -115,9 +124,10 @@ async def watch_loop(out: Any) -> None:
             second = now + 1
 
 
-def serve(port: int, gateway_url: str, timings: Path) -> None:
+def serve(port: int, gateway_url: str, timings: Path, workers: int) -> None:
     """The server process: `voice serve` as built by the CLI, plus a per-turn timings log
-    and, in ``<timings>.loop``, the event loop's lag every second."""
+    and, in ``<timings>.loop``, the event loop's lag every second. With ``workers`` > 1 it
+    is the supervisor, and each worker runs this same command."""
     import contextlib
 
     from voice.cli import run_app
@@ -125,14 +135,19 @@ def serve(port: int, gateway_url: str, timings: Path) -> None:
     from voice.core.events import ResponseDone, SessionEvent
     from voice.metrics import Metrics
     from voice.server import create_app
+    from voice.workers import WorkerPeers, supervise, worker_fd
 
     logging.basicConfig(level=logging.WARNING)
+    peers = WorkerPeers.from_env(os.environ)
+    if peers is None and workers > 1:
+        command = [sys.executable, "-m", "benchmarks.twilio", *sys.argv[1:]]
+        sys.exit(supervise(command, host="127.0.0.1", port=port, count=workers))
     settings = Settings.from_env(
         os.environ,
         gateway={"url": gateway_url},
         server={"host": "127.0.0.1", "port": port, "max_sessions": 1000},
     )
-    app = create_app(settings)
+    app = create_app(settings, peers=peers)
     out = timings.open("a", buffering=1)
 
     class TimingMetrics(Metrics):
@@ -155,7 +170,7 @@ def serve(port: int, gateway_url: str, timings: Path) -> None:
 
     inner = app.router.lifespan_context
     app.router.lifespan_context = lifespan
-    run_app(app, host="127.0.0.1", port=port, log_level="warning")
+    run_app(app, host="127.0.0.1", port=port, log_level="warning", fd=worker_fd(os.environ))
 
 
 async def one_call(
@@ -198,17 +213,20 @@ async def run_level(
     url: str, calls: int, args: argparse.Namespace, pids: dict[str, int], timings: Path
 ) -> dict[str, Any]:
     seen = len(read_lines(timings))
+    servers = server_pids(pids["server"])
     before = {name: cpu_seconds(p) for name, p in pids.items()}
-    waited_before = cpu_wait_seconds(pids["server"])
+    before["server"] = sum(cpu_seconds(p) for p in servers)
+    waited_before = sum(cpu_wait_seconds(p) for p in servers)
     busy_before, began = machine_busy_seconds(), time.monotonic()
     results = await asyncio.gather(
         *(one_call(url, i, calls, args.turns, args.ramp, args.deflate) for i in range(calls))
     )
     wall = time.monotonic() - began
     used = {name: cpu_seconds(p) - before[name] for name, p in pids.items()}
+    used["server"] = sum(cpu_seconds(p) for p in servers) - before["server"]
     others = machine_busy_seconds() - busy_before - sum(used.values())
     cpu = used["server"]
-    waited = cpu_wait_seconds(pids["server"]) - waited_before
+    waited = sum(cpu_wait_seconds(p) for p in servers) - waited_before
     turns_done = [json.loads(line) for line in read_lines(timings)[seen:]]
     loop = [json.loads(line) for line in read_lines(Path(f"{timings}.loop"))]
     loop = [second for second in loop if began < second["t"] <= began + wall]
@@ -251,7 +269,8 @@ async def measure(
     print(
         f"simulated gateway: {SIMULATED}; {args.turns} turns per call, started over "
         f"{args.ramp:g} s; "
-        f"permessage-deflate {'on' if args.deflate else 'off'}; {os.cpu_count()} cores"
+        f"permessage-deflate {'on' if args.deflate else 'off'}; {os.cpu_count()} cores; "
+        f"{args.workers} server worker{'s' if args.workers > 1 else ''}"
     )
     print(
         "CPU: % of one core over the level; 'callers' is this load generator, 'others' what "
@@ -280,7 +299,8 @@ async def measure(
             flush=True,
         )
     if args.json:
-        args.json.write_text(json.dumps({"simulated": SIMULATED, "levels": rows}, indent=2))
+        results = {"simulated": SIMULATED, "workers": args.workers, "levels": rows}
+        args.json.write_text(json.dumps(results, indent=2))
 
 
 def main() -> None:
@@ -294,10 +314,13 @@ def main() -> None:
     parser.add_argument(
         "--deflate", action="store_true", help="callers offer permessage-deflate (default: off)"
     )
+    parser.add_argument(
+        "--workers", type=int, default=1, help="server processes, as voice serve --workers"
+    )
     parser.add_argument("--serve", nargs=3, metavar=("PORT", "GATEWAY_URL", "TIMINGS"))
     args = parser.parse_args()
     if args.serve:
-        serve(int(args.serve[0]), args.serve[1], Path(args.serve[2]))
+        serve(int(args.serve[0]), args.serve[1], Path(args.serve[2]), args.workers)
         return
 
     gw_port, port = free_port(), free_port()
@@ -312,7 +335,7 @@ def main() -> None:
         )
         server = subprocess.Popen(
             [python, "-m", "benchmarks.twilio", "--serve", str(port),
-             f"http://127.0.0.1:{gw_port}/v1", str(timings)],
+             f"http://127.0.0.1:{gw_port}/v1", str(timings), "--workers", str(args.workers)],
             cwd=ROOT,
         )  # fmt: skip
         try:

@@ -14,16 +14,22 @@ from typing import Any
 from voice.bench.command import add_parser as add_bench
 from voice.config import Settings
 from voice.errors import VoiceError
+from voice.workers import ENV_INDEX, WorkerPeers, supervise, worker_fd
 
 log = logging.getLogger("voice")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
+    args.argv = argv  # a supervisor starts its workers with the same arguments
+    worker = os.environ.get(ENV_INDEX)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        format="%(asctime)s %(levelname)s "
+        + (f"worker {worker} " if worker else "")
+        + "%(name)s: %(message)s",
     )
     # httpx logs every request at INFO: one line per sentence per session drowns the rest.
     logging.getLogger("httpx").setLevel(logging.DEBUG if args.verbose else logging.WARNING)
@@ -55,6 +61,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--tts-model", help="VOICE_TTS_MODEL")
     serve.add_argument("--tts-voice", help="VOICE_TTS_VOICE")
     serve.add_argument("--max-sessions", type=int, help="VOICE_MAX_SESSIONS")
+    serve.add_argument(
+        "--workers", type=int, help="server processes on the one port (VOICE_WORKERS, default 1)"
+    )
     serve.set_defaults(run=_serve)
 
     gateway = commands.add_parser(
@@ -100,7 +109,12 @@ def _settings(args: argparse.Namespace) -> Settings:
             "tts_model": args.tts_model,
             "tts_voice": args.tts_voice,
         },
-        server={"host": args.host, "port": args.port, "max_sessions": args.max_sessions},
+        server={
+            "host": args.host,
+            "port": args.port,
+            "max_sessions": args.max_sessions,
+            "workers": args.workers,
+        },
     )
 
 
@@ -108,19 +122,28 @@ def _serve(args: argparse.Namespace) -> int:
     from voice.server import create_app
 
     settings = _settings(args)
-    if settings.gateway.url is None:
+    server = settings.server
+    peers = WorkerPeers.from_env(os.environ)
+    if peers is None:  # the process the user started
+        if settings.gateway.url is None:
+            log.info(
+                "no gateway URL (VOICE_GATEWAY_URL / --gateway-url): using the embedded local "
+                "engines (Whisper base, SmolLM2-135M, hibari); they load before the first "
+                "caller%s",
+                f", in each of the {server.workers} workers" if server.workers > 1 else "",
+            )
         log.info(
-            "no gateway URL (VOICE_GATEWAY_URL / --gateway-url): using the embedded local "
-            "engines (Whisper base, SmolLM2-135M, hibari); they load before the first caller"
+            "voice serving ws://%s:%d/v1/session with gateway %s%s",
+            server.host,
+            server.port,
+            settings.gateway.url or "local (embedded engines)",
+            f" in {server.workers} worker processes" if server.workers > 1 else "",
         )
-    app = create_app(settings)
-    log.info(
-        "voice serving ws://%s:%d/v1/session with gateway %s",
-        settings.server.host,
-        settings.server.port,
-        settings.gateway.url or "local (embedded engines)",
-    )
-    run_app(app, host=settings.server.host, port=settings.server.port)
+        if server.workers > 1:
+            command = [sys.executable, "-m", "voice.cli", *args.argv]
+            return supervise(command, host=server.host, port=server.port, count=server.workers)
+    app = create_app(settings, peers=peers)
+    run_app(app, host=server.host, port=server.port, fd=worker_fd(os.environ))
     return 0
 
 
@@ -128,12 +151,16 @@ GC_YOUNG_THRESHOLD = 10_000
 """Allocations (less deallocations) between collections of the youngest generation."""
 
 
-def run_app(app: Any, *, host: str, port: int, log_level: str = "info") -> None:
+def run_app(
+    app: Any, *, host: str, port: int, log_level: str = "info", fd: int | None = None
+) -> None:
     """Serve the voice app on uvicorn until SIGINT/SIGTERM, tuned for many live sessions.
 
+    ``fd``: listen on this inherited socket (a worker's), not on ``host:port``.
     ``benchmarks/`` calls this too, so capacity figures are those of ``voice serve``.
     """
     import gc
+    import socket
 
     import uvicorn
 
@@ -148,7 +175,7 @@ def run_app(app: Any, *, host: str, port: int, log_level: str = "info") -> None:
     # collections are the long pauses. Collected every GC_YOUNG_THRESHOLD allocations,
     # most have died first.
     gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
-    uvicorn.run(
+    config = uvicorn.Config(
         app,
         host=host,
         port=port,
@@ -156,6 +183,10 @@ def run_app(app: Any, *, host: str, port: int, log_level: str = "info") -> None:
         log_level=log_level,
         timeout_graceful_shutdown=10,
     )
+    server = uvicorn.Server(config)
+    server.run(sockets=None if fd is None else [socket.socket(fileno=fd)])
+    if not server.started:
+        sys.exit(3)  # uvicorn's status for a server that could not start (port in use...)
 
 
 def _gateway(args: argparse.Namespace) -> int:

@@ -113,6 +113,10 @@ class ServerSettings(_Frozen):
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
     max_sessions: int = Field(default=200, gt=0)
+    """Sessions at once, over all workers."""
+    workers: int = Field(default=1, ge=1, le=64)
+    """Server processes sharing the port (``voice serve --workers``); one event loop uses
+    one core, so up to one per core the gateway leaves free."""
     max_frame_bytes: int = Field(default=64 * 1024, ge=1024)
     """Largest binary frame a caller may send (1 s of 16 kHz PCM16 is 32 KiB)."""
 
@@ -314,6 +318,7 @@ ENV_VARS: dict[str, tuple[str, str]] = {
     "VOICE_HOST": ("server", "host"),
     "VOICE_PORT": ("server", "port"),
     "VOICE_MAX_SESSIONS": ("server", "max_sessions"),
+    "VOICE_WORKERS": ("server", "workers"),
     "VOICE_PUBLIC_URL": ("telephony", "public_url"),
     "VOICE_TWILIO_AUTH_TOKEN": ("telephony", "twilio_auth_token"),
     "VOICE_TELNYX_STREAM_TOKEN": ("telephony", "telnyx_stream_token"),

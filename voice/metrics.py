@@ -6,7 +6,9 @@ Fed with the same events the callers get, so what `/metrics` reports is what cal
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from voice.core.events import ErrorEvent, ResponseDone, SessionEvent, SpeechStopped
 
@@ -37,6 +39,11 @@ class Histogram:
                 return
         self.counts[-1] += 1
 
+    def add(self, other: Histogram) -> None:
+        self.counts = [a + b for a, b in zip(self.counts, other.counts, strict=True)]
+        self.total += other.total
+        self.n += other.n
+
 
 class Metrics:
     def __init__(self) -> None:
@@ -63,6 +70,35 @@ class Metrics:
                 self.errors[code] += 1
             case _:
                 pass
+
+    def snapshot(self) -> dict[str, Any]:
+        """Every figure, as plain JSON-able data (what a worker publishes to its peers)."""
+        return {
+            "sessions_active": self.sessions_active,
+            "sessions_total": self.sessions_total,
+            "sessions_rejected": self.sessions_rejected,
+            "turns": self.turns,
+            "responses": dict(self.responses),
+            "errors": dict(self.errors),
+            "telephony_dropped": dict(self.telephony_dropped),
+            "timings": {name: [h.counts, h.total, h.n] for name, h in self.timings.items()},
+        }
+
+    def combined(self, snapshots: Iterable[dict[str, Any]]) -> Metrics:
+        """These figures plus the snapshots' (other workers'), as one server's."""
+        total = Metrics()
+        for part in (self.snapshot(), *snapshots):
+            total.sessions_active += part["sessions_active"]
+            total.sessions_total += part["sessions_total"]
+            total.sessions_rejected += part["sessions_rejected"]
+            total.turns += part["turns"]
+            total.responses.update(part["responses"])
+            total.errors.update(part["errors"])
+            total.telephony_dropped.update(part["telephony_dropped"])
+            for name, (counts, sum_ms, n) in part["timings"].items():
+                if name in total.timings:
+                    total.timings[name].add(Histogram(list(counts), sum_ms, n))
+        return total
 
     def render(self) -> str:
         out = [

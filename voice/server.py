@@ -30,6 +30,7 @@ from voice.telephony_routes import telephony_routes
 from voice.transports.native_ws import CLOSE_TRY_AGAIN, NativeSession
 from voice.transports.webrtc import WebRtcPeers
 from voice.webrtc_routes import webrtc_routes
+from voice.workers import WorkerPeers
 
 logger = logging.getLogger(__name__)
 
@@ -41,10 +42,19 @@ class AppState:
     metrics: Metrics = field(default_factory=Metrics)
     webrtc: WebRtcPeers = field(default_factory=WebRtcPeers)
     """Live WebRTC sessions; their peer connections outlive the offer request."""
+    peers: WorkerPeers | None = None
+    """The other worker processes of this server (``voice serve --workers``), if any."""
+
+    def server_metrics(self) -> Metrics:
+        """This process's metrics, with the other workers' added: the whole server's."""
+        return self.metrics if self.peers is None else self.metrics.combined(self.peers.others())
 
     @property
     def full(self) -> bool:
-        return self.metrics.sessions_active >= self.settings.server.max_sessions
+        active = self.metrics.sessions_active
+        if self.peers is not None:
+            active += sum(other["sessions_active"] for other in self.peers.others())
+        return active >= self.settings.server.max_sessions
 
 
 def build_gateway(settings: Settings) -> Gateway:
@@ -62,17 +72,30 @@ def build_gateway(settings: Settings) -> Gateway:
     return HttpGateway(settings.gateway)
 
 
-def create_app(settings: Settings, *, gateway: Gateway | None = None) -> Starlette:
-    """The app. With no ``gateway``, one is built from settings and closed at shutdown."""
+def create_app(
+    settings: Settings, *, gateway: Gateway | None = None, peers: WorkerPeers | None = None
+) -> Starlette:
+    """The app. With no ``gateway``, one is built from settings and closed at shutdown.
+
+    ``peers``: this process is one of the workers of ``voice serve --workers``.
+    """
     owned = gateway is None
-    state = AppState(settings=settings, gateway=gateway or build_gateway(settings))
+    state = AppState(settings=settings, gateway=gateway or build_gateway(settings), peers=peers)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await state.gateway.warm()
+        publisher = None
+        if peers is not None:
+            # Published before the first request: the supervisor takes a worker that exits
+            # before it ever published for one that could not start.
+            peers.publish(state.metrics.snapshot())
+            publisher = asyncio.create_task(peers.run(lambda: state.metrics.snapshot()))
         try:
             yield
         finally:
+            if publisher is not None:
+                publisher.cancel()
             await state.webrtc.aclose()
             if owned:
                 await state.gateway.aclose()
@@ -136,7 +159,7 @@ async def _health(request: Request) -> Response:
 async def _ready(request: Request) -> Response:
     state: AppState = request.app.state.voice
     body = {
-        "sessions": state.metrics.sessions_active,
+        "sessions": state.server_metrics().sessions_active,
         "max_sessions": state.settings.server.max_sessions,
     }
     return JSONResponse(body, status_code=503 if state.full else 200)
@@ -144,4 +167,5 @@ async def _ready(request: Request) -> Response:
 
 async def _metrics(request: Request) -> Response:
     state: AppState = request.app.state.voice
-    return PlainTextResponse(state.metrics.render(), media_type="text/plain; version=0.0.4")
+    text = state.server_metrics().render()
+    return PlainTextResponse(text, media_type="text/plain; version=0.0.4")

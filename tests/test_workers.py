@@ -1,0 +1,219 @@
+"""`voice serve --workers N` as a user runs it: a supervisor process and N workers on one
+port, against the simulated gateway over real HTTP, driven over real sockets."""
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import asynccontextmanager, suppress
+from pathlib import Path
+
+import httpx
+from websockets.asyncio.client import connect
+
+from tests.servers import serve_app
+from tests.stack import SIMULATION
+from voice.gateway.server import create_gateway_app
+from voice.gateway.simulated import SimulatedGateway
+from voice.metrics import Metrics
+from voice.workers import WorkerPeers
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def workers_of(pid):
+    """The supervisor's live child processes (its workers)."""
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return sorted(int(c) for c in children)
+
+
+def gone(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    # A zombie is gone too: it only waits for its parent to collect its status.
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+
+
+async def until(predicate, timeout_s=20.0):
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.05)
+
+
+@asynccontextmanager
+async def voice_serve(*flags, workers=2):
+    """``voice serve --workers N`` in its own process; yields (process, base URL)."""
+    async with serve_app(create_gateway_app(SimulatedGateway(SIMULATION))) as gateway_url:
+        port = free_port()
+        command = [sys.executable, "-m", "voice.cli", "serve", "--port", str(port)]
+        command += ["--gateway-url", gateway_url, "--workers", str(workers), *flags]
+        log = tempfile.TemporaryFile("w+")  # a pipe left unread could fill and stall it
+        process = subprocess.Popen(command, cwd=ROOT, stderr=log, text=True)  # noqa: ASYNC220  # returns at once
+        process.log = lambda: (log.seek(0), log.read())[1]
+        url = f"http://127.0.0.1:{port}"
+        try:
+            async with httpx.AsyncClient(base_url=url) as client:
+                deadline = time.monotonic() + 30
+                while True:
+                    with suppress(httpx.TransportError):
+                        if (await client.get("/health")).status_code == 200:
+                            break
+                    assert process.poll() is None, process.log()
+                    assert time.monotonic() < deadline, "voice serve did not come up"
+                    await asyncio.sleep(0.1)
+            # Each worker says so once it serves (and has published its counters).
+            await until(lambda: process.log().count("Application startup complete") == workers)
+            yield process, url
+        finally:
+            if process.poll() is None:
+                process.terminate()
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+            log.close()
+
+
+async def sessions_active(client):
+    text = (await client.get("/metrics")).text
+    return int(next(line for line in text.splitlines() if line.startswith("voice_sessions_active "))
+               .split()[1])  # fmt: skip
+
+
+async def open_session(url):
+    ws = await connect(url.replace("http", "ws", 1) + "/v1/session")
+    while json.loads(await ws.recv())["type"] != "session.created":
+        pass
+    return ws
+
+
+async def test_workers_count_their_sessions_as_one_server_and_share_the_limit():
+    async with voice_serve("--max-sessions", "4") as (process, url):
+        sessions = [await open_session(url) for _ in range(4)]
+        try:
+            # A new connection per request, so that each worker gets to answer.
+            fresh = httpx.Limits(max_keepalive_connections=0)
+            async with httpx.AsyncClient(base_url=url, limits=fresh) as client:
+                # Whichever worker answers, it counts the other's sessions too.
+                async def all_counted():
+                    counts = [await sessions_active(client) for _ in range(6)]
+                    return all(c == 4 for c in counts)
+
+                deadline = time.monotonic() + 5
+                while not await all_counted():
+                    assert time.monotonic() < deadline, "the workers never agreed"
+                    await asyncio.sleep(0.1)
+                assert (await client.get("/ready")).status_code == 503
+                # The limit is the server's: a fifth session is refused by either worker.
+                for _ in range(3):
+                    async with connect(url.replace("http", "ws", 1) + "/v1/session") as extra:
+                        message = json.loads(await extra.recv())
+                        assert message.get("code") == "server_busy", message
+                        await extra.wait_closed()
+                        assert extra.close_code == 1013
+                # Counters reach the other worker within a publishing interval.
+                deadline = time.monotonic() + 5
+                while True:
+                    metrics = (await client.get("/metrics")).text
+                    if "voice_sessions_rejected_total 3" in metrics:
+                        break
+                    assert time.monotonic() < deadline, metrics
+                    await asyncio.sleep(0.1)
+                assert "voice_sessions_total 4" in metrics
+        finally:
+            for ws in sessions:
+                await ws.close()
+        async with httpx.AsyncClient(base_url=url) as client:
+            deadline = time.monotonic() + 5
+            while (await client.get("/ready")).status_code != 200:
+                assert time.monotonic() < deadline, "the sessions never ended"
+                await asyncio.sleep(0.1)
+
+
+async def test_sigterm_stops_every_worker_and_a_dead_worker_is_replaced():
+    async with voice_serve() as (process, url):
+        first, second = workers_of(process.pid)
+        os.kill(first, signal.SIGKILL)
+        await until(lambda: first not in workers_of(process.pid)
+                    and len(workers_of(process.pid)) == 2)  # fmt: skip
+        replaced = workers_of(process.pid)
+        assert second in replaced
+        async with httpx.AsyncClient(base_url=url) as client:
+            for _ in range(6):  # both workers answer
+                assert (await client.get("/health")).status_code == 200
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=20) == 0
+        assert all(gone(pid) for pid in replaced)
+        index = 0 if first < second else 1
+        assert f"worker {index} exited with status -9; starting it again" in process.log()
+
+
+async def test_workers_stop_when_the_supervisor_is_killed():
+    async with voice_serve() as (process, url):
+        workers = workers_of(process.pid)
+        process.kill()
+        process.wait()
+        await until(lambda: all(gone(pid) for pid in workers), timeout_s=10)
+
+
+def test_a_port_in_use_is_a_clear_error():
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        command = [sys.executable, "-m", "voice.cli", "serve", "--port", str(port)]
+        command += ["--gateway-url", "http://127.0.0.1:9/v1", "--workers", "2"]
+        done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert f"cannot listen on 127.0.0.1:{port}" in done.stderr
+
+
+def test_a_worker_that_cannot_start_ends_the_server():
+    # Every worker runs the same command: when one fails before it serves, so would the next.
+    script = (
+        "import logging, sys\n"
+        "from voice.workers import supervise\n"
+        "logging.basicConfig(level=logging.INFO)\n"
+        "worker = [sys.executable, '-c', 'raise SystemExit(3)']\n"
+        "sys.exit(supervise(worker, host='127.0.0.1', port=0, count=2))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True,
+                          text=True, timeout=60)  # fmt: skip
+    assert done.returncode == 1
+    assert "exited with status 3 while starting" in done.stderr
+    assert "starting it again" not in done.stderr
+
+
+def test_peers_publish_and_read_each_others_counters(tmp_path):
+    me, other = WorkerPeers(tmp_path, 0, 3), WorkerPeers(tmp_path, 1, 3)
+    assert me.others() == []  # nobody has published yet; worker 2 never does
+    theirs = Metrics()
+    theirs.sessions_active, theirs.sessions_total = 2, 7
+    theirs.responses["completed"] += 5
+    theirs.timings["overhead_ms"].observe(12.0)
+    other.publish(theirs.snapshot())
+    mine = Metrics()
+    mine.sessions_active, mine.sessions_total = 1, 3
+    mine.responses["completed"] += 1
+    mine.responses["interrupted"] += 2
+    mine.timings["overhead_ms"].observe(3.0)
+    total = mine.combined(me.others())
+    assert (total.sessions_active, total.sessions_total) == (3, 10)
+    assert total.responses == {"completed": 6, "interrupted": 2}
+    overhead = total.timings["overhead_ms"]
+    assert (overhead.n, overhead.total) == (2, 15.0)
+    assert overhead.counts[0] == 1 and overhead.counts[2] == 1  # ≤ 5 ms and ≤ 25 ms
+    assert mine.sessions_active == 1  # combining changes neither part
