@@ -217,3 +217,7 @@ def test_peers_publish_and_read_each_others_counters(tmp_path):
     assert (overhead.n, overhead.total) == (2, 15.0)
     assert overhead.counts[0] == 1 and overhead.counts[2] == 1  # ≤ 5 ms and ≤ 25 ms
     assert mine.sessions_active == 1  # combining changes neither part
+    # A worker publishes when its snapshot differs from the last one it published.
+    before = mine.snapshot()
+    mine.timings["overhead_ms"].observe(3.0)
+    assert mine.snapshot() != before

@@ -72,7 +72,8 @@ class Metrics:
                 pass
 
     def snapshot(self) -> dict[str, Any]:
-        """Every figure, as plain JSON-able data (what a worker publishes to its peers)."""
+        """Every figure, as plain JSON-able data (what a worker publishes to its peers), copied:
+        later observations do not change a snapshot taken before them."""
         return {
             "sessions_active": self.sessions_active,
             "sessions_total": self.sessions_total,
@@ -81,7 +82,7 @@ class Metrics:
             "responses": dict(self.responses),
             "errors": dict(self.errors),
             "telephony_dropped": dict(self.telephony_dropped),
-            "timings": {name: [h.counts, h.total, h.n] for name, h in self.timings.items()},
+            "timings": {name: [list(h.counts), h.total, h.n] for name, h in self.timings.items()},
         }
 
     def combined(self, snapshots: Iterable[dict[str, Any]]) -> Metrics:
