@@ -213,20 +213,22 @@ async def run_level(
     url: str, calls: int, args: argparse.Namespace, pids: dict[str, int], timings: Path
 ) -> dict[str, Any]:
     seen = len(read_lines(timings))
-    servers = server_pids(pids["server"])
-    before = {name: cpu_seconds(p) for name, p in pids.items()}
-    before["server"] = sum(cpu_seconds(p) for p in servers)
-    waited_before = sum(cpu_wait_seconds(p) for p in servers)
+    groups = {name: [pid] for name, pid in pids.items()} | {"server": server_pids(pids["server"])}
+
+    def cpu_used() -> dict[str, float]:
+        return {name: sum(cpu_seconds(p) for p in group) for name, group in groups.items()}
+
+    before = cpu_used()
+    waited_before = sum(cpu_wait_seconds(p) for p in groups["server"])
     busy_before, began = machine_busy_seconds(), time.monotonic()
     results = await asyncio.gather(
         *(one_call(url, i, calls, args.turns, args.ramp, args.deflate) for i in range(calls))
     )
     wall = time.monotonic() - began
-    used = {name: cpu_seconds(p) - before[name] for name, p in pids.items()}
-    used["server"] = sum(cpu_seconds(p) for p in servers) - before["server"]
+    used = {name: seconds - before[name] for name, seconds in cpu_used().items()}
     others = machine_busy_seconds() - busy_before - sum(used.values())
     cpu = used["server"]
-    waited = sum(cpu_wait_seconds(p) for p in servers) - waited_before
+    waited = sum(cpu_wait_seconds(p) for p in groups["server"]) - waited_before
     turns_done = [json.loads(line) for line in read_lines(timings)[seen:]]
     loop = [json.loads(line) for line in read_lines(Path(f"{timings}.loop"))]
     loop = [second for second in loop if began < second["t"] <= began + wall]

@@ -49,12 +49,16 @@ class AppState:
         """This process's metrics, with the other workers' added: the whole server's."""
         return self.metrics if self.peers is None else self.metrics.combined(self.peers.others())
 
-    @property
-    def full(self) -> bool:
+    def sessions_active(self) -> int:
+        """Sessions connected now, in this process and the other workers."""
         active = self.metrics.sessions_active
         if self.peers is not None:
             active += sum(other["sessions_active"] for other in self.peers.others())
-        return active >= self.settings.server.max_sessions
+        return active
+
+    @property
+    def full(self) -> bool:
+        return self.sessions_active() >= self.settings.server.max_sessions
 
 
 def build_gateway(settings: Settings) -> Gateway:
@@ -158,11 +162,9 @@ async def _health(request: Request) -> Response:
 
 async def _ready(request: Request) -> Response:
     state: AppState = request.app.state.voice
-    body = {
-        "sessions": state.server_metrics().sessions_active,
-        "max_sessions": state.settings.server.max_sessions,
-    }
-    return JSONResponse(body, status_code=503 if state.full else 200)
+    active, limit = state.sessions_active(), state.settings.server.max_sessions
+    body = {"sessions": active, "max_sessions": limit}
+    return JSONResponse(body, status_code=503 if active >= limit else 200)
 
 
 async def _metrics(request: Request) -> Response:

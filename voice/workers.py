@@ -37,7 +37,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -74,7 +74,7 @@ class WorkerPeers:
     """The supervisor's process id: when this process's parent is another, it is gone."""
 
     @classmethod
-    def from_env(cls, env: os._Environ[str] | dict[str, str]) -> WorkerPeers | None:
+    def from_env(cls, env: Mapping[str, str]) -> WorkerPeers | None:
         """The worker's peers, or None in a process that is not a worker."""
         if ENV_DIR not in env:
             return None
@@ -125,7 +125,7 @@ def published_path(directory: Path, index: int) -> Path:
     return directory / f"worker-{index}.json"
 
 
-def worker_fd(env: os._Environ[str] | dict[str, str]) -> int | None:
+def worker_fd(env: Mapping[str, str]) -> int | None:
     """The listening socket a worker inherited; None in a process that is not a worker."""
     return int(env[ENV_FD]) if ENV_FD in env else None
 
