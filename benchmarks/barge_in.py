@@ -29,7 +29,7 @@ from benchmarks.overhead import free_port, wait_healthy
 from voice.config import Settings
 from voice.core.events import ResponseStarted, SpeechStopped
 from voice.gateway.http import HttpGateway
-from voice.session import Session
+from voice.pipeline.session import Session
 from voice.transports.playout import PacedPlayout
 
 SIMULATED = ["--asr-ms=100", "--ttft-ms=200", "--ms-per-token=30", "--tts-ttfb-ms=100"]
@@ -48,9 +48,8 @@ async def one(gateway: HttpGateway, settings: Settings, seed: int) -> tuple[floa
         if isinstance(event, ResponseStarted):
             started.append(event)
 
-    session = Session(
-        session_id=f"b{seed}", settings=settings, gateway=gateway, sink=playout, emit=emit
-    )
+    session = Session(session_id=f"b{seed}", settings=settings, gateway=gateway)
+    session.attach(playout, emit)
     pacer = asyncio.create_task(playout.run())
     try:
         await session.respond(SpeechStopped(at_ms=1500, speech_end_ms=1000, audio=bytes(32_000)))

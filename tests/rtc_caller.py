@@ -26,13 +26,13 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from tests.servers import serve_app
 from tests.stack import SIMULATION
 from tests.timing import MS
+from voice.app.factory import create_app
 from voice.audio.frames import PcmFrame
 from voice.audio.level import rms_dbfs
 from voice.audio.resample import Resampler, resample
 from voice.config import Settings
 from voice.gateway.server import create_gateway_app
 from voice.gateway.simulated import SimulatedGateway
-from voice.server import create_app
 from voice.transports.ice import HostAddresses, gathering_on
 from voice.transports.rtc_audio import caller_pcm
 

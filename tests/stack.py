@@ -5,10 +5,10 @@ server using it through HttpGateway (voice → HttpGateway → uvicorn → Simul
 from contextlib import asynccontextmanager
 
 from tests.servers import serve_app
+from voice.app.factory import create_app
 from voice.config import Settings
 from voice.gateway.server import create_gateway_app
 from voice.gateway.simulated import SimulatedGateway, SimulationSettings
-from voice.server import create_app
 
 REPLY = "Sure, here is the answer. It has a second sentence as well. And a third one."
 SIMULATION = SimulationSettings(

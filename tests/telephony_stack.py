@@ -11,13 +11,13 @@ from tests.samples import manifest, recording
 from tests.servers import serve_app
 from tests.stack import SIMULATION
 from tests.timing import MS
+from voice.app.factory import create_app
+from voice.app.metrics import Metrics
 from voice.audio.frames import PcmFrame
 from voice.audio.wav import read_wav
 from voice.config import Settings
 from voice.gateway.server import create_gateway_app
 from voice.gateway.simulated import SimulatedGateway
-from voice.metrics import Metrics
-from voice.server import create_app
 
 
 class RecordingGateway(SimulatedGateway):
@@ -38,14 +38,17 @@ class RecordingGateway(SimulatedGateway):
         return super().chat(messages)
 
 
-class RecordingMetrics(Metrics):
-    def __init__(self):
-        super().__init__()
-        self.events = []
+def recording_events(metrics: Metrics) -> Metrics:
+    """The app's own metrics, made to also keep every event they observe (``.events``)."""
+    metrics.events = []
+    observe = metrics.observe
 
-    def observe(self, event):
-        self.events.append(event)
-        super().observe(event)
+    def record(event):
+        metrics.events.append(event)
+        observe(event)
+
+    metrics.observe = record
+    return metrics
 
 
 @dataclass
@@ -54,7 +57,7 @@ class Stack:
     """``ws://127.0.0.1:PORT``"""
     http: str
     gateway: RecordingGateway
-    metrics: RecordingMetrics
+    metrics: Metrics
     settings: Settings = field(repr=False)
 
     async def until(self, predicate, timeout_s=20.0):
@@ -75,8 +78,7 @@ async def telephony_stack(simulation=SIMULATION, **sections):
         sections.setdefault("gateway", {})["url"] = gateway_url
         settings = Settings.model_validate(sections)
         app = create_app(settings)
-        metrics = RecordingMetrics()
-        app.state.voice.metrics = metrics
+        metrics = recording_events(app.state.voice.metrics)
         async with serve_app(app) as url:
             yield Stack(url.replace("http", "ws", 1), url, gateway, metrics, settings)
 

@@ -13,6 +13,7 @@ import pytest
 from tests.samples import SAMPLES, recording, text
 from tests.servers import serve_app
 from tests.timing import MS
+from voice.app.factory import build_gateway, create_app
 from voice.audio.frames import PcmFrame
 from voice.audio.wav import wav_bytes
 from voice.client import call
@@ -22,7 +23,6 @@ from voice.errors import ConfigError, GatewayBadRequest
 from voice.gateway import weights
 from voice.gateway.engines import MODEL_IDS, LocalEngines, shared_engines
 from voice.gateway.local import LocalGateway
-from voice.server import build_gateway, create_app
 
 pytestmark = pytest.mark.local
 

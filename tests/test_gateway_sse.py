@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from voice.audio.frames import SPEECH_RATE
 from voice.errors import (
     AudioFormatError,
     GatewayAuthError,
@@ -277,7 +278,7 @@ def test_pcm_speech_carries_an_odd_byte_to_the_next_chunk():
     speech = wire.SpeechStream("pcm")
     fed = [speech.feed(pcm[i : i + 3]) for i in range(0, len(pcm), 3)]
     frames = [f for f in fed if f is not None]
-    assert all(len(f.pcm) % 2 == 0 and f.sample_rate == wire.TTS_PCM_RATE for f in frames)
+    assert all(len(f.pcm) % 2 == 0 and f.sample_rate == SPEECH_RATE for f in frames)
     assert b"".join(f.pcm for f in frames) == pcm[:10]
     assert speech.end() is True  # the 11th byte was dropped, and said so
 

@@ -39,4 +39,6 @@ def test_audio_and_core_do_not_import_transports_or_gateways():
     for package in ("core", "audio"):
         for path in (VOICE / package).glob("*.py"):
             for name in imports(path):
-                assert not name.startswith(("voice.transports", "voice.gateway", "voice.session"))
+                assert not name.startswith(
+                    ("voice.transports", "voice.gateway", "voice.pipeline.session")
+                )

@@ -23,7 +23,7 @@ from voice.core.events import (
 )
 from voice.errors import GatewayUnavailable
 from voice.gateway.simulated import Fault, SimulatedGateway, SimulationSettings
-from voice.session import Session
+from voice.pipeline.session import Session
 from voice.transports.playout import PacedPlayout
 
 REPLY = "First one here. Then a second sentence. And a third to finish."
@@ -93,10 +93,9 @@ class Harness:
             session_id="test",
             settings=settings,
             gateway=gateway,
-            sink=self.playout,
-            emit=self.events.append,
             vad=vad,
         )
+        self.session.attach(self.playout, self.events.append)
 
     async def _send(self, chunk):
         self.sent.append((time.monotonic(), chunk))

@@ -4,7 +4,7 @@ import asyncio
 
 from voice.audio.frames import PcmFrame
 from voice.core.playout import HeardText
-from voice.speech_line import SpeechLine
+from voice.pipeline.speech_line import SpeechLine
 
 
 class ListSink:

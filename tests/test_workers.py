@@ -18,10 +18,10 @@ from websockets.asyncio.client import connect
 
 from tests.servers import serve_app
 from tests.stack import SIMULATION
+from voice.app.metrics import Metrics
+from voice.app.workers import WorkerPeers
 from voice.gateway.server import create_gateway_app
 from voice.gateway.simulated import SimulatedGateway
-from voice.metrics import Metrics
-from voice.workers import WorkerPeers
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -186,7 +186,7 @@ def test_a_worker_that_cannot_start_ends_the_server():
     # Every worker runs the same command: when one fails before it serves, so would the next.
     script = (
         "import logging, sys\n"
-        "from voice.workers import supervise\n"
+        "from voice.app.workers import supervise\n"
         "logging.basicConfig(level=logging.INFO)\n"
         "worker = [sys.executable, '-c', 'raise SystemExit(3)']\n"
         "sys.exit(supervise(worker, host='127.0.0.1', port=0, count=2))\n"

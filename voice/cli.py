@@ -11,10 +11,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from voice.app.workers import ENV_INDEX, WorkerPeers, supervise, worker_fd
 from voice.bench.command import add_parser as add_bench
 from voice.config import Settings
 from voice.errors import VoiceError
-from voice.workers import ENV_INDEX, WorkerPeers, supervise, worker_fd
 
 log = logging.getLogger("voice")
 
@@ -119,7 +119,7 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from voice.server import create_app
+    from voice.app.factory import create_app
 
     settings = _settings(args)
     server = settings.server

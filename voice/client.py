@@ -14,7 +14,7 @@ from typing import Any
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from voice.audio.frames import FRAME_MS, PcmFrame, frame_bytes
+from voice.audio.frames import FRAME_MS, SPEECH_RATE, PcmFrame, frame_bytes
 from voice.audio.level import rms_dbfs
 from voice.audio.resample import resample
 from voice.config import PCM_RATES
@@ -29,7 +29,7 @@ class CallResult:
 
     events: list[dict[str, Any]] = field(default_factory=list)
     audio: bytearray = field(default_factory=bytearray)
-    output_rate: int = 24_000
+    output_rate: int = SPEECH_RATE
     speech_end_at: float | None = None
     """Client clock time at which the caller's speech ended (from the server's VAD)."""
     first_audio_at: float | None = None
@@ -66,7 +66,7 @@ async def call(
     recording: PcmFrame,
     *,
     instructions: str | None = None,
-    output_rate: int = 24_000,
+    output_rate: int = SPEECH_RATE,
     responses: int = 1,
     timeout_s: float = 60.0,
     on_event: Callable[[dict[str, Any]], None] | None = None,

@@ -8,6 +8,8 @@ The tree::
     ├── ProtocolError               a caller's message we cannot accept
     │   ├── FrameTooLarge           a binary frame over the size cap (close 1009)
     │   └── InvalidOffer            a WebRTC offer we cannot answer (HTTP 400)
+    ├── CallRefused                 a call the admission path did not let in; ``status``
+    │   └── ServerBusy              at ``max_sessions``                     (HTTP 503)
     └── GatewayError                anything that went wrong talking to the gateway
         ├── GatewayTimeout          no answer in time                       (retryable)
         ├── GatewayUnavailable      connection failed, or 5xx               (retryable)
@@ -67,6 +69,23 @@ class InvalidOffer(ProtocolError):
     """A WebRTC offer refused before (or instead of) connecting; ``code`` says which check."""
 
     code = "invalid_offer"
+
+
+class CallRefused(VoiceError):
+    """A call not admitted (``voice.app.admission``). Each transport says so in its own wire:
+    an HTTP status before a WebSocket upgrade or on an offer, an error event, a close code."""
+
+    code = "call_refused"
+    status: ClassVar[int] = 403
+    """The HTTP status that refuses it."""
+
+
+class ServerBusy(CallRefused):
+    code = "server_busy"
+    status = 503
+
+    def __init__(self, message: str = "server at capacity; retry") -> None:
+        super().__init__(message)
 
 
 class GatewayError(VoiceError):

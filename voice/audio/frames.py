@@ -19,6 +19,10 @@ FRAME_MS = 20
 SAMPLE_WIDTH = 2
 """Bytes per sample: PCM16."""
 
+SPEECH_RATE = 24_000
+"""Sample rate of speech as OpenAI's ``/v1/audio/speech`` returns ``pcm`` (s16le mono), and
+so of every reply: the native protocol's default output, our engines' and simulator's TTS."""
+
 
 @dataclass(frozen=True, slots=True)
 class PcmFrame:

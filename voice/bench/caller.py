@@ -22,11 +22,10 @@ from typing import Any
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from voice.audio.frames import FRAME_MS, PcmFrame, frame_bytes
+from voice.audio.frames import FRAME_MS, SPEECH_RATE, PcmFrame, frame_bytes
 from voice.audio.resample import resample
 from voice.bench.ear import Ear
 
-OUTPUT_RATE = 24_000
 MIC_STALL_S = 10.0
 """How far behind its audio a caller's microphone may fall before it counts as stalled."""
 
@@ -166,7 +165,7 @@ class NativeCaller(Caller):
     """A caller on the native protocol: PCM16 binary frames and JSON events."""
 
     def __init__(self, url: str, *, input_rate: int = 16_000) -> None:
-        super().__init__(Ear(OUTPUT_RATE))
+        super().__init__(Ear(SPEECH_RATE))
         self.url = url
         self.input_rate = input_rate
         self._ws: ClientConnection | None = None
@@ -175,7 +174,7 @@ class NativeCaller(Caller):
         self._ws = await connect(self.url, max_size=2**22, open_timeout=10)
         session = {
             "input_audio": {"format": "pcm16", "sample_rate": self.input_rate},
-            "output_audio": {"format": "pcm16", "sample_rate": OUTPUT_RATE},
+            "output_audio": {"format": "pcm16", "sample_rate": SPEECH_RATE},
         }
         await self._ws.send(json.dumps({"type": "session.update", "session": session}))
         self._tasks = [

@@ -28,7 +28,7 @@ from typing import Any, Final
 import numpy as np
 import numpy.typing as npt
 
-from voice.audio.frames import SAMPLE_WIDTH, PcmFrame
+from voice.audio.frames import SAMPLE_WIDTH, SPEECH_RATE, PcmFrame
 from voice.audio.resample import resample
 from voice.audio.wav import read_wav, wav_bytes
 from voice.core.dialog import ChatMessage
@@ -38,8 +38,6 @@ log = logging.getLogger(__name__)
 
 ASR_RATE: Final = 16_000
 """Whisper listens at 16 kHz."""
-TTS_RATE: Final = 24_000
-"""hibari speaks at 24 kHz, which is also OpenAI's ``pcm`` rate: no resampling on the way out."""
 
 ASR_MODEL: Final = "whisper-base"
 LLM_MODEL: Final = "smollm2-135m-instruct"
@@ -129,7 +127,7 @@ class LocalEngines:
         """Speech for one phoneme string from :meth:`sentences`, as 24 kHz PCM16."""
         audio: npt.NDArray[np.float32] = self._tts.from_phonemes(phonemes)
         pcm = (np.clip(audio, -1.0, 1.0) * 32767.0).astype("<i2").tobytes()
-        return PcmFrame(pcm, TTS_RATE)
+        return PcmFrame(pcm, SPEECH_RATE)
 
     def speak(self, text: str) -> Iterator[PcmFrame]:
         """All of ``text``, sentence by sentence (for benchmarks and tests)."""

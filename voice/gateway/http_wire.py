@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from voice.audio.frames import PcmFrame
+from voice.audio.frames import SPEECH_RATE, PcmFrame
 from voice.audio.wav import WavStreamParser
 from voice.errors import (
     GatewayAuthError,
@@ -187,10 +187,6 @@ def error_class_for_type(error_type: str | None) -> type[GatewayError]:
     return GatewayUnavailable
 
 
-TTS_PCM_RATE = 24_000
-"""Sample rate of ``response_format=pcm`` speech (OpenAI's definition: 24 kHz s16le mono)."""
-
-
 class SpeechStream:
     """Speech response bytes → PCM16 frames of whole samples, for either ``tts_format``.
 
@@ -208,7 +204,7 @@ class SpeechStream:
         data = self._carry + data
         cut = len(data) - len(data) % 2
         self._carry = data[cut:]
-        return PcmFrame(data[:cut], TTS_PCM_RATE) if cut else None
+        return PcmFrame(data[:cut], SPEECH_RATE) if cut else None
 
     def end(self) -> bool:
         """Check the stream is complete; True if a dangling odd byte was dropped."""

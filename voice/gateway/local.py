@@ -26,11 +26,11 @@ from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from concurrent.futures import Executor
 from typing import Any, Final, TypeVar
 
-from voice.audio.frames import SAMPLE_WIDTH, PcmFrame
+from voice.audio.frames import SAMPLE_WIDTH, SPEECH_RATE, PcmFrame
 from voice.config import GatewaySettings
 from voice.core.dialog import ChatMessage
 from voice.errors import AudioFormatError, GatewayBadRequest, GatewayError, GatewayUnavailable
-from voice.gateway.engines import MODEL_IDS, TTS_RATE, LocalEngines, loaded, shared_engines
+from voice.gateway.engines import MODEL_IDS, LocalEngines, loaded, shared_engines
 from voice.gateway.simulated import ROUTE_PATHS
 from voice.gateway.weights import require_local_extra
 
@@ -179,7 +179,7 @@ class LocalGateway:
         return await asyncio.to_thread(shared_engines)
 
 
-TTS_CHUNK_BYTES: Final = TTS_RATE * CHUNK_MS // 1000 * SAMPLE_WIDTH
+TTS_CHUNK_BYTES: Final = SPEECH_RATE * CHUNK_MS // 1000 * SAMPLE_WIDTH
 
 
 async def _run(pool: Executor, fn: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:

@@ -18,12 +18,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from voice.audio.frames import SAMPLE_WIDTH, PcmFrame
+from voice.audio.frames import SAMPLE_WIDTH, SPEECH_RATE, PcmFrame
 from voice.core.dialog import ChatMessage, Role
 from voice.errors import GatewayProtocolError
-
-PCM_RATE = 24_000
-"""``response_format: pcm`` is raw s16le mono at this rate, as OpenAI defines it."""
 
 STREAMING_SIZE = 0xFFFFFFFF
 """RIFF and data sizes in a streamed WAV header: the length is unknown when it is sent."""
@@ -129,10 +126,10 @@ async def pcm_bytes(frames: AsyncIterator[PcmFrame]) -> AsyncIterator[bytes]:
     """Speech as raw 24 kHz s16le; other rates are an error (we do not resample here)."""
     async with closing(frames):
         async for frame in frames:
-            if frame.sample_rate != PCM_RATE:
+            if frame.sample_rate != SPEECH_RATE:
                 raise GatewayProtocolError(
                     f"the gateway produced {frame.sample_rate} Hz speech; response_format "
-                    f"pcm is {PCM_RATE} Hz (ask for wav instead)"
+                    f"pcm is {SPEECH_RATE} Hz (ask for wav instead)"
                 )
             yield frame.pcm
 
@@ -153,7 +150,7 @@ async def wav_bytes(frames: AsyncIterator[PcmFrame]) -> AsyncIterator[bytes]:
             else:
                 yield frame.pcm
     if rate is None:
-        yield wav_stream_header(PCM_RATE)
+        yield wav_stream_header(SPEECH_RATE)
 
 
 def wav_stream_header(sample_rate: int) -> bytes:

@@ -24,7 +24,7 @@ from typing import Literal, NoReturn
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from voice.audio.frames import SAMPLE_WIDTH, PcmFrame
+from voice.audio.frames import SAMPLE_WIDTH, SPEECH_RATE, PcmFrame
 from voice.core.dialog import ChatMessage
 from voice.errors import (
     GatewayBadRequest,
@@ -46,8 +46,6 @@ ROUTE_PATHS: Mapping[Route, str] = {
 }
 """The OpenAI-compatible path each route stands for; errors carry it as their ``route``."""
 
-SPEECH_RATE = 24_000
-"""Sample rate of synthesized speech: OpenAI's ``pcm`` format is 24 kHz s16le."""
 
 CHUNK_MS = 60
 """Length of each synthesized chunk, inside the 40-100 ms real TTS engines stream."""

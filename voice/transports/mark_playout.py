@@ -38,7 +38,7 @@ class CarrierMessages(Protocol):
 
 
 class MarkedPlayout:
-    """An :class:`~voice.transports.base.AudioSink` whose played position comes from marks.
+    """An :class:`~voice.pipeline.sink.AudioSink` whose played position comes from marks.
 
     ``write`` resamples reply audio to the codec's rate, cuts it into ``chunk_ms`` chunks
     (a shorter one rather than hold audio back from a far end that has nothing to play),

@@ -12,16 +12,16 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
+from websockets.frames import CloseCode
 
+from voice.audio.frames import SPEECH_RATE
 from voice.config import Settings
 from voice.core.events import ErrorEvent, SessionEvent
 from voice.errors import AudioFormatError, FrameTooLarge, ProtocolError, VoiceError
-from voice.gateway.base import Gateway
-from voice.session import Session
+from voice.pipeline.session import Session
 from voice.transports.playout import PacedPlayout
 from voice.transports.wire import (
     ResponseCancel,
@@ -33,16 +33,11 @@ from voice.transports.wire import (
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_OUTPUT_RATE = 24_000
 EVENT_QUEUE = 1024
 """Events queued for a caller whose socket is stuck; past this they are dropped, logged."""
 
 CLOSE_TIMEOUT_S = 2.0
 """How long queued events may take to reach a caller before the socket is dropped."""
-
-CLOSE_UNSUPPORTED = 1003
-CLOSE_TOO_BIG = 1009
-CLOSE_TRY_AGAIN = 1013
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,42 +47,27 @@ class _Close:
 
 
 class NativeSession:
-    """Runs one native WebSocket caller until either side hangs up."""
+    """Runs one native WebSocket caller, with the session the app admitted, until either
+    side hangs up."""
 
-    def __init__(
-        self,
-        websocket: WebSocket,
-        *,
-        session_id: str,
-        settings: Settings,
-        gateway: Gateway,
-        observe: Callable[[SessionEvent], None] | None = None,
-    ) -> None:
+    def __init__(self, websocket: WebSocket, session: Session, *, settings: Settings) -> None:
         self._ws = websocket
         self._settings = settings
-        self._observe = observe
         self._events: asyncio.Queue[str | _Close | None] = asyncio.Queue(EVENT_QUEUE)
         self._send_lock = asyncio.Lock()
         self._closing: _Close | None = None
         self._audio_started = False
         self._dropped_events = 0
         self.playout = PacedPlayout(
-            out_rate=DEFAULT_OUTPUT_RATE,
+            out_rate=SPEECH_RATE,
             send=self._send_audio,
             lead_ms=settings.pipeline.playout_lead_ms,
             max_queue_ms=settings.pipeline.audio_queue_ms,
         )
-        self.session = Session(
-            session_id=session_id,
-            settings=settings,
-            gateway=gateway,
-            sink=self.playout,
-            emit=self.emit,
-        )
+        self.session = session
+        session.attach(self.playout, self._send_event)
 
-    def emit(self, event: SessionEvent) -> None:
-        if self._observe is not None:
-            self._observe(event)
+    def _send_event(self, event: SessionEvent) -> None:
         self._send_json(event_to_wire(event))
 
     async def run(self) -> None:
@@ -134,13 +114,13 @@ class NativeSession:
                 elif text is not None:
                     await self._on_text(text)
             except FrameTooLarge as exc:
-                self._fail(exc, CLOSE_TOO_BIG)
+                self._fail(exc, CloseCode.MESSAGE_TOO_BIG)
                 return
             except AudioFormatError as exc:
-                self._fail(exc, CLOSE_UNSUPPORTED)
+                self._fail(exc, CloseCode.UNSUPPORTED_DATA)
                 return
             except ProtocolError as exc:
-                self.emit(ErrorEvent(exc.code, exc.message))
+                self.session.emit(ErrorEvent(exc.code, exc.message))
 
     async def _on_text(self, text: str) -> None:
         event = parse_client_event(text)
@@ -170,10 +150,7 @@ class NativeSession:
         if new_out is not None and new_out != self.playout.out_rate:
             self.playout.out_rate = new_out
             self.playout.clear()
-        if config.instructions is not None:
-            self.session.dialog.instructions = config.instructions
-        if config.voice is not None:
-            self.session.voice = config.voice
+        self.session.configure(instructions=config.instructions, voice=config.voice)
 
     def _describe(self) -> dict[str, object]:
         return {
@@ -181,7 +158,7 @@ class NativeSession:
             "input_audio": {"format": "pcm16", "sample_rate": self.session.input_rate},
             "output_audio": {"format": "pcm16", "sample_rate": self.playout.out_rate},
             "voice": self.session.voice,
-            "instructions": self.session.dialog.instructions,
+            "instructions": self.session.instructions,
         }
 
     def _send_json(self, payload: dict[str, object]) -> None:
@@ -194,7 +171,7 @@ class NativeSession:
 
     def _fail(self, error: VoiceError, code: int) -> None:
         """The session cannot go on: say why, then close with ``code`` once that is sent."""
-        self.emit(ErrorEvent(error.code, error.message))
+        self.session.emit(ErrorEvent(error.code, error.message))
         self._closing = _Close(code, error.message[:120])
 
     async def _send_audio(self, chunk: bytes) -> None:

@@ -5,7 +5,7 @@ until the frame's pts is due on the clock (as aiortc's own ``AudioStreamTrack`` 
 hands over the next 20 ms of reply audio, or silence when there is none, so RTP never stops
 and timestamps stay continuous. Reply audio waits in the track's queue, not in the network,
 so ``clear()`` on barge-in drops everything not yet sent at once. It is also the session's
-:class:`~voice.transports.base.AudioSink`.
+:class:`~voice.pipeline.sink.AudioSink`.
 
 The track encodes Opus itself (:class:`~voice.audio.opus.OpusStream`: mono, 32 kbit/s)
 and hands aiortc ``av.Packet`` objects, which its sender only wraps in RTP; a pause costs

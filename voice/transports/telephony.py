@@ -5,7 +5,7 @@ Carriers speak nearly one protocol: JSON text frames; inbound ``connected``, ``s
 and ``clear``. A :class:`Dialect` (``twilio.py``, ``telnyx.py``) is one small class that
 parses its carrier's spelling of those messages into the vocabulary below and spells the
 three we send. Everything else lives here once: decoding, reordering, the
-:class:`~voice.session.Session`, barge-in with exact played position
+:class:`~voice.pipeline.session.Session`, barge-in with exact played position
 (:mod:`voice.transports.mark_playout`), DTMF, and bad input, which is dropped, counted,
 logged once per kind, and never ends the call.
 
@@ -27,14 +27,14 @@ from typing import Any, ClassVar
 
 from pydantic import TypeAdapter, ValidationError
 from starlette.websockets import WebSocket, WebSocketDisconnect
+from websockets.frames import CloseCode
 
 from voice.audio.frames import SAMPLE_WIDTH
 from voice.config import DTMF_DIGITS, Settings
 from voice.core.events import DtmfReceived, SessionEvent
 from voice.core.reorder import ReorderBuffer
 from voice.errors import AudioFormatError, ProtocolError
-from voice.gateway.base import Gateway
-from voice.session import Session, SessionLogger
+from voice.pipeline.session import Session
 from voice.transports.codecs import Codec
 from voice.transports.mark_playout import MarkedPlayout
 
@@ -46,8 +46,6 @@ MAX_MEDIA_MS = 100
 """... and at most this much (carriers send 20 ms)."""
 STOP_GRACE_S = 5.0
 """After ``stop``, how long to wait for the carrier to close the socket before we do."""
-CLOSE_UNSUPPORTED = 1003
-CLOSE_NORMAL = 1000
 
 
 # -- the shared inbound vocabulary ---------------------------------------------------------
@@ -172,37 +170,29 @@ class TelephonyCall:
     def __init__(
         self,
         websocket: WebSocket,
+        session: Session,
         *,
         dialect: Dialect,
-        session_id: str,
         settings: Settings,
-        gateway: Gateway,
-        observe: Callable[[SessionEvent], None] | None = None,
         on_dropped: Callable[[str], None] | None = None,
     ) -> None:
-        self.id = session_id
+        self.id = session.id
         self.dialect = dialect
         self.dropped: Counter[str] = Counter()
         """Inbound messages dropped, by kind, for this call."""
-        self.session: Session | None = None
+        self.session = session
         self.playout: MarkedPlayout | None = None
+        """Reply audio towards the carrier; there once ``start`` named the codec."""
         self._ws = websocket
         self._settings = settings
-        self._gateway = gateway
-        self._observe = observe
         self._on_dropped = on_dropped
-        self._log = SessionLogger(logger, {"session": session_id})
+        self._log = session.log
         self._reorder: ReorderBuffer[bytes] = ReorderBuffer(settings.telephony.jitter_frames)
         self._frame_ms = 20.0
         self._block = self._max_payload = 0  # payload sizes, set by start
         self._stopped = False
         self._pacer: asyncio.Task[None] | None = None
-        self._close_code = CLOSE_NORMAL
-
-    def emit(self, event: SessionEvent) -> None:
-        """Session events have no carrier message; they go to the observer (metrics)."""
-        if self._observe is not None:
-            self._observe(event)
+        self._close_code = CloseCode.NORMAL_CLOSURE
 
     async def run(self) -> None:
         try:
@@ -242,7 +232,7 @@ class TelephonyCall:
             except AudioFormatError as exc:
                 # No audio we can decode: the call cannot be served at all.
                 self._log.error("cannot serve this stream: %s", exc.message)
-                self._close_code = CLOSE_UNSUPPORTED
+                self._close_code = CloseCode.UNSUPPORTED_DATA
                 return
 
     async def _on_message(self, message: Inbound) -> bool:
@@ -272,7 +262,7 @@ class TelephonyCall:
     async def _on_start(self, start: Start) -> bool:
         if self._stopped:
             raise dropped("after_stop", "start after stop")
-        if self.session is not None:
+        if self.playout is not None:
             raise dropped("duplicate_start", "a second start on one stream")
         telephony = self._settings.telephony
         self._block = start.codec.bytes_for(BLOCK_MS)
@@ -285,19 +275,14 @@ class TelephonyCall:
             chunk_ms=telephony.chunk_ms,
             max_queue_ms=self._settings.pipeline.audio_queue_ms,
         )
-        self.session = Session(
-            session_id=self.id,
-            settings=self._settings,
-            gateway=self._gateway,
-            sink=self.playout,
-            emit=self.emit,
-        )
+        # Session events have no carrier message: they reach only the app's observer.
+        self.session.attach(self.playout, _no_message)
         # 8 kHz audio goes to the session as it is (see Session.set_input_rate).
         self.session.set_input_rate(start.codec.rate)
-        if "instructions" in start.parameters:
-            self.session.dialog.instructions = start.parameters["instructions"][:20_000]
-        if "voice" in start.parameters:
-            self.session.voice = start.parameters["voice"][:200]
+        self.session.configure(
+            instructions=_parameter(start, "instructions", 20_000),
+            voice=_parameter(start, "voice", 200),
+        )
         self._pacer = asyncio.create_task(self.playout.run())
         self._log.info(
             "%s stream %s for call %s: %s %d Hz",
@@ -310,14 +295,13 @@ class TelephonyCall:
         return True
 
     async def _on_media(self, media: Media) -> None:
-        if self.session is None:
+        if self.playout is None:
             raise dropped("before_start", "media before start")
         if self._stopped:
             raise dropped("after_stop", "media after stop")
         if not media.inbound:
             raise dropped("other_track", "media of a track other than the caller's")
-        codec = self.playout.codec if self.playout is not None else None
-        assert codec is not None
+        codec = self.playout.codec
         payload: bytes | None = None
         problem: ProtocolError | None = None
         try:
@@ -347,20 +331,19 @@ class TelephonyCall:
             raise problem
 
     async def _on_dtmf(self, digit: str) -> None:
-        if self.session is None or self._stopped:
-            raise dropped("before_start" if self.session is None else "after_stop", "dtmf")
+        if self.playout is None or self._stopped:
+            raise dropped("before_start" if self.playout is None else "after_stop", "dtmf")
         if len(digit) != 1 or digit.upper() not in DTMF_DIGITS:
             raise dropped("bad_message", f"dtmf digit {digit[:10]!r}")
         digit = digit.upper()
-        self.emit(DtmfReceived(digit))
+        self.session.emit(DtmfReceived(digit))
         if digit == self._settings.telephony.interrupt_digit and self.session.replying:
             self._log.info("caller pressed %s: stopping the reply", digit)
             await self.session.interrupt()
 
     async def _end(self) -> None:
         """Cancel the session (and with it every gateway request) and the sending task."""
-        if self.session is not None:
-            await self.session.aclose()
+        await self.session.aclose()
         if self._pacer is not None:
             self._pacer.cancel()
             await asyncio.gather(self._pacer, return_exceptions=True)
@@ -379,3 +362,13 @@ class TelephonyCall:
             self._on_dropped(kind)
         if self.dropped[kind] == 1:
             self._log.warning("dropped %s (%s); further ones are only counted", kind, detail)
+
+
+def _parameter(start: Start, name: str, limit: int) -> str | None:
+    """A stream ``<Parameter>`` the caller's webhook passed on, cut to ``limit`` characters."""
+    value = start.parameters.get(name)
+    return None if value is None else value[:limit]
+
+
+def _no_message(event: SessionEvent) -> None:
+    pass

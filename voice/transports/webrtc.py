@@ -37,8 +37,7 @@ from aiortc.sdp import SessionDescription
 from voice.config import Settings
 from voice.core.events import ErrorEvent, SessionEvent
 from voice.errors import AudioFormatError, InvalidOffer, ProtocolError, VoiceError
-from voice.gateway.base import Gateway
-from voice.session import Session, SessionLogger
+from voice.pipeline.session import Session
 from voice.transports.ice import HostAddresses, gathering_on, rtc_configuration
 from voice.transports.offer import Offer, check_fixed_audio
 from voice.transports.rtc_audio import ReplyTrack, caller_pcm, shorten_inbound_buffer
@@ -75,28 +74,19 @@ class WebRtcSession:
 
     def __init__(
         self,
+        session: Session,
         *,
-        session_id: str,
         settings: Settings,
-        gateway: Gateway,
-        observe: Callable[[SessionEvent], None] | None = None,
         on_closed: Callable[[WebRtcSession, str], None] | None = None,
     ) -> None:
-        self.id = session_id
-        self.log = SessionLogger(logger, {"session": session_id})
+        self.id = session.id
+        self.log = session.log
         self._settings = settings
-        self._gateway = gateway
-        self._observe = observe
         self._on_closed = on_closed
         self.pc = RTCPeerConnection(rtc_configuration(settings.webrtc.ice_servers))
         self.track = ReplyTrack(max_queue_ms=settings.pipeline.audio_queue_ms)
-        self.session = Session(
-            session_id=session_id,
-            settings=settings,
-            gateway=gateway,
-            sink=self.track,
-            emit=self.emit,
-        )
+        self.session = session
+        session.attach(self.track, self._send_event)
         self._channel: RTCDataChannel | None = None
         self._backlog: deque[str] = deque()
         self._dropped_events = 0
@@ -143,12 +133,9 @@ class WebRtcSession:
         self._send_json({"type": "session.created", "session": self._describe()})
         self._spawn(self._control(), "control")
         self._spawn(self._watch_connect(), "connect watchdog")
-        self._spawn(self._gateway.warm(), "gateway warm-up")
         return sdp
 
-    def emit(self, event: SessionEvent) -> None:
-        if self._observe is not None:
-            self._observe(event)
+    def _send_event(self, event: SessionEvent) -> None:
         self._send_json(event_to_wire(event))
 
     def close(self, reason: str) -> None:
@@ -281,7 +268,7 @@ class WebRtcSession:
     # -- events out ------------------------------------------------------------------------
 
     def _error(self, code: str, message: str) -> None:
-        self.emit(ErrorEvent(code, message))
+        self.session.emit(ErrorEvent(code, message))
 
     def _send_json(self, payload: dict[str, Any]) -> None:
         text = json.dumps(payload)
@@ -318,10 +305,7 @@ class WebRtcSession:
     def _apply(self, config: SessionConfig) -> None:
         """Apply instructions and voice; audio formats are refused (fixed by SDP)."""
         check_fixed_audio(config)
-        if config.instructions is not None:
-            self.session.dialog.instructions = config.instructions
-        if config.voice is not None:
-            self.session.voice = config.voice
+        self.session.configure(instructions=config.instructions, voice=config.voice)
 
     def _describe(self) -> dict[str, object]:
         return {
@@ -329,7 +313,7 @@ class WebRtcSession:
             "input_audio": dict(self._codec),
             "output_audio": dict(self._codec),
             "voice": self.session.voice,
-            "instructions": self.session.dialog.instructions,
+            "instructions": self.session.instructions,
         }
 
 

@@ -1,4 +1,4 @@
-"""What a transport gives the pipeline: somewhere to play reply audio, and events out."""
+"""What the pipeline writes to: a transport's sink for reply audio, and its events out."""
 
 from __future__ import annotations
 
@@ -33,3 +33,27 @@ class AudioSink(Protocol):
     def start_response(self) -> None: ...
 
     def played_ms(self) -> float: ...
+
+
+class NullSink:
+    """Reply audio with nowhere to go: a session's sink until its transport attaches one."""
+
+    first_sent_at: float | None = None
+
+    async def write(self, frame: PcmFrame) -> None:
+        pass
+
+    async def finish(self) -> None:
+        pass
+
+    async def wait_played(self) -> None:
+        pass
+
+    def clear(self) -> None:
+        pass
+
+    def start_response(self) -> None:
+        pass
+
+    def played_ms(self) -> float:
+        return 0.0

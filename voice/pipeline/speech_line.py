@@ -16,7 +16,7 @@ from collections import deque
 
 from voice.audio.frames import PcmFrame
 from voice.core.playout import HeardText
-from voice.transports.base import AudioSink
+from voice.pipeline.sink import AudioSink
 
 
 class SpeechJob:

@@ -1,8 +1,10 @@
 """A session binds one caller's audio to the pipeline: VAD, turns, replies and barge-in.
 
-Transports own the socket; they feed caller audio in with ``feed()``, give the session an
-:class:`~voice.transports.base.AudioSink` for reply audio and an ``emit`` callback for events,
-and call ``aclose()`` when the caller goes away.
+The app's admission path builds a session for each call it admits (``voice.app.admission``)
+and hands it to the transport, which owns the socket: it attaches its
+:class:`~voice.pipeline.sink.AudioSink` for reply audio and its ``emit`` for events with
+``attach()``, feeds caller audio in with ``feed()``, changes instructions and voice only
+through ``configure()``, and calls ``aclose()`` when the caller goes away.
 
 Each finished turn is transcribed at once. A reply answers every turn not yet answered, so
 nothing the caller says is lost when they speak again before hearing the answer: a reply
@@ -33,6 +35,7 @@ from voice.core.events import (
     ResponseDone,
     ResponseInterrupted,
     ResponseStatus,
+    SessionEvent,
     SpeechDiscarded,
     SpeechStarted,
     SpeechStopped,
@@ -42,8 +45,8 @@ from voice.core.events import (
 from voice.core.turns import TurnDetector
 from voice.errors import GatewayAuthError, GatewayError, PaymentRequired
 from voice.gateway.base import Gateway
-from voice.pipeline import Reply, Transcription
-from voice.transports.base import AudioSink, Emit
+from voice.pipeline.reply import Reply, Transcription
+from voice.pipeline.sink import AudioSink, Emit, NullSink
 from voice.vad import SpeechClassifier, WebRtcVad
 
 logger = logging.getLogger(__name__)
@@ -73,14 +76,16 @@ def caller_message(error: GatewayError) -> str:
 
 
 class Session:
+    """One caller's conversation. Until a transport calls :meth:`attach`, reply audio goes
+    nowhere and events reach only ``observe`` (the app's metrics)."""
+
     def __init__(
         self,
         *,
         session_id: str,
         settings: Settings,
         gateway: Gateway,
-        sink: AudioSink,
-        emit: Emit,
+        observe: Emit | None = None,
         vad: SpeechClassifier | None = None,
     ) -> None:
         self.id = session_id
@@ -94,8 +99,9 @@ class Session:
         self.input_rate = PIPELINE_RATE
         self._frame_rate = PIPELINE_RATE  # what the VAD and the turn detector run at
         self._gateway = gateway
-        self._sink = sink
-        self._emit = emit
+        self._observe = observe
+        self._sink: AudioSink = NullSink()
+        self._emit: Emit = observe or _ignore
         self._vad = vad or WebRtcVad(settings.turn.vad_aggressiveness)
         turn = settings.turn
         self._turns = TurnDetector(
@@ -112,6 +118,37 @@ class Session:
         self._reply: Reply | None = None
         self._reply_task: asyncio.Task[None] | None = None
         self._response_ids = itertools.count(1)
+
+    def attach(self, sink: AudioSink, emit: Emit) -> None:
+        """The transport's output: reply audio into ``sink``, events to ``emit`` (after the
+        observer). Called once, before the first audio is fed."""
+        self._sink = sink
+        observe = self._observe
+        if observe is None:
+            self._emit = emit
+            return
+
+        def both(event: SessionEvent) -> None:
+            observe(event)
+            emit(event)
+
+        self._emit = both
+
+    def emit(self, event: SessionEvent) -> None:
+        """An event of this session's, from the pipeline or its transport (an error, DTMF):
+        to the observer and the caller alike."""
+        self._emit(event)
+
+    def configure(self, *, instructions: str | None = None, voice: str | None = None) -> None:
+        """The one way the caller's instructions and TTS voice change; None keeps each."""
+        if instructions is not None:
+            self.dialog.instructions = instructions
+        if voice is not None:
+            self.voice = voice
+
+    @property
+    def instructions(self) -> str:
+        return self.dialog.instructions
 
     def set_input_rate(self, rate: int) -> None:
         """Caller audio arrives at ``rate`` from now on.
@@ -227,7 +264,7 @@ class Session:
             gateway=self._gateway,
             dialog=self.dialog,
             sink=self._sink,
-            emit=self._emit,
+            emit=self.emit,
             settings=self.settings.pipeline,
             voice=self.voice,
         )
@@ -271,3 +308,7 @@ class Session:
             self._sink.clear()
         self.dialog.add_assistant(kept)
         self._emit(ResponseDone(reply.response_id, kept, status, reply.timings()))
+
+
+def _ignore(event: SessionEvent) -> None:
+    pass

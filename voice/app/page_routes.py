@@ -1,13 +1,15 @@
-"""The call page: ``GET /`` is ``voice/web/index.html``, and ``/web/...`` its script and style.
+"""The call page: ``GET /`` is ``web/index.html``, and ``web/...`` its script and style.
 
-The files live inside the package (``voice/web/``, declared as package data in
-pyproject.toml), so a checkout, an editable install, a wheel and the Docker image (which
-copies ``voice/``) all find them next to this module. Plain HTML/CSS/JS: no build step, and
-the page fetches nothing but this server. It calls ``POST /v1/webrtc/offer``.
+The files live in the top-level ``web/`` folder, installed as the package ``voice.web``
+(pyproject.toml maps it), so an editable install, a wheel and the Docker image all find them
+through the import system; a bare checkout on ``sys.path`` finds them beside ``voice/``.
+Plain HTML/CSS/JS: no build step, and the page fetches nothing but this server. It calls
+``POST /v1/webrtc/offer``. The page's URLs are relative, so it works mounted under a prefix.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from pathlib import Path
 
@@ -17,7 +19,15 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import PathLike, StaticFiles
 from starlette.types import Scope
 
-WEB_DIR = Path(__file__).resolve().parent / "web"
+
+def _web_dir() -> Path:
+    spec = importlib.util.find_spec("voice.web")
+    if spec is not None and spec.submodule_search_locations:
+        return Path(next(iter(spec.submodule_search_locations)))
+    return Path(__file__).resolve().parents[2] / "web"  # a checkout, not installed
+
+
+WEB_DIR = _web_dir()
 
 # Browsers may cache a file with a Last-Modified and no Cache-Control for a while by their
 # own guess; after an upgrade that would run an old app.js against a new server. no-cache

@@ -13,31 +13,27 @@ docs/telephony.md.
 
 from __future__ import annotations
 
-import asyncio
 import hmac
 import logging
-import secrets
-from typing import TYPE_CHECKING
 
 from starlette.requests import HTTPConnection, Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 from starlette.websockets import WebSocket
+from websockets.frames import CloseCode
 
+from voice.app.admission import Transport, close_code
+from voice.app.state import app_state, peer_name
+from voice.errors import CallRefused
 from voice.transports.telephony import Dialect, TelephonyCall
 from voice.transports.telnyx import TelnyxDialect
 from voice.transports.twilio import TwilioDialect, signature_matches, twiml_connect_stream
-
-if TYPE_CHECKING:
-    from voice.server import AppState
 
 logger = logging.getLogger(__name__)
 
 TWILIO_PATH = "/v1/twilio"
 TWIML_PATH = "/v1/twilio/twiml"
 TELNYX_PATH = "/v1/telnyx"
-CLOSE_POLICY = 1008
-CLOSE_TRY_AGAIN = 1013
 MAX_PARAMETERS = 16
 """``<Parameter>``s forwarded from the TwiML request's query string, at most."""
 
@@ -51,7 +47,7 @@ def telephony_routes() -> list[BaseRoute]:
 
 
 async def _twiml(request: Request) -> Response:
-    state: AppState = request.app.state.voice
+    state = app_state(request)
     token = state.settings.telephony.twilio_auth_token
     if token is not None:
         form = await request.form() if request.method == "POST" else None
@@ -61,64 +57,54 @@ async def _twiml(request: Request) -> Response:
         if not signature_matches(token.get_secret_value(), signature, urls, params):
             logger.warning("TwiML request refused: X-Twilio-Signature does not match")
             return PlainTextResponse("signature does not match", status_code=403)
-    stream_url = _public_base(request, websocket=True) + TWILIO_PATH
+    stream_url = _public_base(request, websocket=True) + _mounted(request, TWILIO_PATH)
     parameters = list(request.query_params.multi_items())[:MAX_PARAMETERS]
     return Response(twiml_connect_stream(stream_url, parameters), media_type="text/xml")
 
 
 async def _twilio_stream(websocket: WebSocket) -> None:
-    state: AppState = websocket.app.state.voice
+    state = app_state(websocket)
     token = state.settings.telephony.twilio_auth_token
     if token is not None:
         signature = websocket.headers.get("x-twilio-signature")
         urls = _signed_urls(websocket, TWILIO_PATH, websocket=True)
         if not signature_matches(token.get_secret_value(), signature, urls):
             logger.warning("Twilio stream refused: X-Twilio-Signature does not match")
-            await websocket.close(code=CLOSE_POLICY)  # before accept: HTTP 403
+            await websocket.close(code=CloseCode.POLICY_VIOLATION)  # before accept: HTTP 403
             return
-    await _run_call(websocket, state, TwilioDialect())
+    await _run_call(websocket, TwilioDialect(), Transport.TWILIO)
 
 
 async def _telnyx_stream(websocket: WebSocket) -> None:
-    state: AppState = websocket.app.state.voice
+    state = app_state(websocket)
     token = state.settings.telephony.telnyx_stream_token
     if token is not None:
         given = websocket.headers.get("x-telnyx-streaming-auth-token", "")
         if not hmac.compare_digest(given.encode(), token.get_secret_value().encode()):
             logger.warning("Telnyx stream refused: streaming auth token does not match")
-            await websocket.close(code=CLOSE_POLICY)
+            await websocket.close(code=CloseCode.POLICY_VIOLATION)
             return
-    await _run_call(websocket, state, TelnyxDialect())
+    await _run_call(websocket, TelnyxDialect(), Transport.TELNYX)
 
 
-async def _run_call(websocket: WebSocket, state: AppState, dialect: Dialect) -> None:
+async def _run_call(websocket: WebSocket, dialect: Dialect, transport: Transport) -> None:
+    state = app_state(websocket)
     await websocket.accept()
-    if state.full:
-        # Carriers have no error message to show; the close code and reason say it.
-        state.metrics.sessions_rejected += 1
-        await websocket.close(code=CLOSE_TRY_AGAIN, reason="server at capacity")
-        return
-    session_id = "call_" + secrets.token_hex(6)
-    state.metrics.sessions_active += 1
-    state.metrics.sessions_total += 1
-    warm = asyncio.create_task(state.gateway.warm())
     try:
-        call = TelephonyCall(
+        call = state.admission.admit(transport, peer=peer_name(websocket))
+    except CallRefused as refused:
+        # Carriers have no error message to show; the close code and reason say it.
+        await websocket.close(code=close_code(refused), reason=refused.message[:120])
+        return
+    dropped = state.metrics.telephony_dropped
+    async with call as session:
+        await TelephonyCall(
             websocket,
+            session,
             dialect=dialect,
-            session_id=session_id,
             settings=state.settings,
-            gateway=state.gateway,
-            observe=state.metrics.observe,
-            on_dropped=lambda kind: state.metrics.telephony_dropped.update((kind,)),
-        )
-        logger.info("[%s] %s call connected", session_id, dialect.name)
-        await call.run()
-    finally:
-        warm.cancel()
-        await asyncio.gather(warm, return_exceptions=True)
-        state.metrics.sessions_active -= 1
-        logger.info("[%s] call ended", session_id)
+            on_dropped=lambda kind: dropped.update((kind,)),
+        ).run()
 
 
 def _public_base(conn: HTTPConnection, *, websocket: bool) -> str:
@@ -126,7 +112,7 @@ def _public_base(conn: HTTPConnection, *, websocket: bool) -> str:
 
     Carriers connect streams over TLS only, so without a public URL a stream URL is wss.
     """
-    state: AppState = conn.app.state.voice
+    state = app_state(conn)
     public = state.settings.telephony.public_url
     if public is None:
         host = conn.headers.get("host") or conn.url.netloc
@@ -139,9 +125,15 @@ def _public_base(conn: HTTPConnection, *, websocket: bool) -> str:
 def _signed_urls(conn: HTTPConnection, path: str, *, websocket: bool) -> list[str]:
     """The URLs Twilio may have signed for this request, most likely first."""
     query = f"?{conn.url.query}" if conn.url.query else ""
-    urls = [_public_base(conn, websocket=websocket) + path + query]
-    state: AppState = conn.app.state.voice
+    urls = [_public_base(conn, websocket=websocket) + _mounted(conn, path) + query]
+    state = app_state(conn)
     if state.settings.telephony.public_url is None and not websocket:
         # A TLS-terminating proxy that does not forward the scheme: Twilio asked for https.
         urls.append("https://" + urls[0].split("://", 1)[1])
     return urls
+
+
+def _mounted(conn: HTTPConnection, path: str) -> str:
+    """``path`` under the prefix the app is mounted at (``root_path``), if any."""
+    root: str = conn.scope.get("root_path", "")
+    return root.rstrip("/") + path

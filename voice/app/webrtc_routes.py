@@ -12,20 +12,17 @@ once its own ICE gathering is complete. Protocol: docs/protocol.md.
 from __future__ import annotations
 
 import logging
-import secrets
-from typing import TYPE_CHECKING
 
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from voice.errors import InvalidOffer, VoiceError
+from voice.app.admission import Transport
+from voice.app.state import app_state, peer_name
+from voice.errors import CallRefused, InvalidOffer, VoiceError
 from voice.transports.ice import host_addresses
 from voice.transports.offer import parse_offer
 from voice.transports.webrtc import WebRtcSession
-
-if TYPE_CHECKING:
-    from voice.server import AppState
 
 logger = logging.getLogger(__name__)
 
@@ -41,36 +38,26 @@ def error_response(status: int, code: str, message: str) -> Response:
 
 
 async def _offer(request: Request) -> Response:
-    state: AppState = request.app.state.voice
+    state = app_state(request)
     settings = state.settings
     try:
+        state.admission.check()
         body = await _read_body(request, settings.webrtc.max_offer_bytes)
         offer = parse_offer(body)
+        call = state.admission.admit(Transport.WEBRTC, peer=peer_name(request))
+    except CallRefused as refused:
+        return error_response(refused.status, refused.code, refused.message)
     except InvalidOffer as exc:
         logger.info("WebRTC offer refused (%s): %s", exc.code, exc.message)
         return error_response(400, exc.code, exc.message)
     except ClientDisconnect:
         return Response(status_code=400)
-    if state.full:
-        state.metrics.sessions_rejected += 1
-        return error_response(503, "server_busy", "server at capacity; retry")
-
-    session_id = "sess_" + secrets.token_hex(6)
-    state.metrics.sessions_active += 1
-    state.metrics.sessions_total += 1
 
     def forget(peer: WebRtcSession, reason: str) -> None:
         state.webrtc.discard(peer)
-        state.metrics.sessions_active -= 1
-        logger.info("[%s] webrtc session ended: %s", peer.id, reason)
+        call.end(reason)
 
-    peer = WebRtcSession(
-        session_id=session_id,
-        settings=settings,
-        gateway=state.gateway,
-        observe=state.metrics.observe,
-        on_closed=forget,
-    )
+    peer = WebRtcSession(call.session, settings=settings, on_closed=forget)
     state.webrtc.add(peer)
     answered = False
     try:
@@ -80,18 +67,17 @@ async def _offer(request: Request) -> Response:
         logger.info("WebRTC offer refused (%s): %s", exc.code, exc.message)
         return error_response(400, exc.code, exc.message)
     except VoiceError as exc:
-        logger.error("[%s] could not answer a WebRTC offer: %s", session_id, exc.message)
+        peer.log.error("could not answer a WebRTC offer: %s", exc.message)
         return error_response(500, exc.code, exc.message)
     except Exception:
-        logger.exception("[%s] could not answer a WebRTC offer", session_id)
+        peer.log.exception("could not answer a WebRTC offer")
         return error_response(500, "internal_error", "could not answer the offer; see server log")
     finally:
         if not answered:
             await peer.aclose("the offer was not answered")
     if not answered:
         return error_response(503, "server_busy", "the server is shutting down; retry")
-    logger.info("[%s] webrtc session started (%s)", session_id, _peer(request))
-    return JSONResponse({"sdp": sdp, "type": "answer", "session_id": session_id})
+    return JSONResponse({"sdp": sdp, "type": "answer", "session_id": call.id})
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
@@ -109,8 +95,3 @@ async def _read_body(request: Request, limit: int) -> bytes:
         if len(body) > limit:
             raise too_large
     return bytes(body)
-
-
-def _peer(request: Request) -> str:
-    client = request.client
-    return f"{client.host}:{client.port}" if client else "unknown peer"

@@ -21,8 +21,8 @@ from voice.core.dialog import Dialog
 from voice.core.events import AudioDone, ResponseStarted, TextDelta, TurnTimings
 from voice.core.playout import HeardText
 from voice.gateway.base import Gateway
-from voice.speech_line import SpeechJob, SpeechLine
-from voice.transports.base import AudioSink, Emit
+from voice.pipeline.sink import AudioSink, Emit
+from voice.pipeline.speech_line import SpeechJob, SpeechLine
 
 T = TypeVar("T")
 

@@ -1,0 +1,94 @@
+"""``create_app``: the ASGI app `voice serve` runs, and that other services mount.
+
+Mounted inside a Starlette or FastAPI service, the host app runs this app's lifespan (which
+warms and closes its gateway, and closes live WebRTC calls) by taking it as its own::
+
+    voice_app = create_app()
+    app = Starlette(routes=[Mount("/voice", app=voice_app)],
+                    lifespan=voice_app.router.lifespan_context)
+
+Every route works under the prefix, the call page included (its URLs are relative).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from collections.abc import AsyncIterator
+
+from starlette.applications import Starlette
+
+from voice.app.health_routes import health_routes
+from voice.app.page_routes import page_routes
+from voice.app.session_routes import session_routes
+from voice.app.state import AppState
+from voice.app.telephony_routes import telephony_routes
+from voice.app.webrtc_routes import webrtc_routes
+from voice.app.workers import WorkerPeers
+from voice.config import Settings
+from voice.gateway.base import Gateway
+
+
+def build_gateway(settings: Settings) -> Gateway:
+    """The gateway the settings name. Only here and in the CLI is the choice made.
+
+    With no URL, the embedded local engines (the ``local`` extra): the offline default.
+    Without that extra this raises a :class:`~voice.errors.ConfigError` naming it.
+    """
+    if settings.gateway.url is None:
+        from voice.gateway.local import LocalGateway
+
+        return LocalGateway.from_settings(settings.gateway)
+    from voice.gateway.http import HttpGateway
+
+    return HttpGateway(settings.gateway)
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    gateway: Gateway | None = None,
+    peers: WorkerPeers | None = None,
+) -> Starlette:
+    """The app. ``settings`` default to the ``VOICE_*`` environment, as ``voice serve`` reads
+    it. With no ``gateway``, the settings' is built, warmed at startup and closed at shutdown.
+
+    ``peers``: this process is one of the workers of ``voice serve --workers``.
+    """
+    if settings is None:
+        settings = Settings.from_env(os.environ)
+    owned = gateway is None
+    state = AppState(settings=settings, gateway=gateway or build_gateway(settings), peers=peers)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await state.gateway.warm()
+        publisher = None
+        if peers is not None:
+            # Published before the first request: the supervisor takes a worker that exits
+            # before it ever published for one that could not start.
+            peers.publish(state.metrics.snapshot())
+            publisher = asyncio.create_task(peers.run(lambda: state.metrics.snapshot()))
+        try:
+            yield
+        finally:
+            if publisher is not None:
+                publisher.cancel()
+                await asyncio.gather(publisher, return_exceptions=True)
+            await state.webrtc.aclose()
+            if owned:
+                await state.gateway.aclose()
+
+    app = Starlette(
+        routes=[
+            *session_routes(),
+            *telephony_routes(),
+            *webrtc_routes(),
+            *health_routes(),
+            *page_routes(),
+        ],
+        lifespan=lifespan,
+    )
+    app.state.voice = state
+    return app

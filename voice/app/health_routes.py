@@ -1,0 +1,30 @@
+"""``/health`` (the process answers), ``/ready`` (503 at capacity: take no more calls here)
+and ``/metrics`` (Prometheus text, the whole server's)."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from voice.app.state import app_state
+
+
+def health_routes() -> list[BaseRoute]:
+    return [Route("/health", _health), Route("/ready", _ready), Route("/metrics", _metrics)]
+
+
+async def _health(request: Request) -> Response:
+    return JSONResponse({"status": "ok"})
+
+
+async def _ready(request: Request) -> Response:
+    state = app_state(request)
+    active, limit = state.sessions_active(), state.settings.server.max_sessions
+    body = {"sessions": active, "max_sessions": limit}
+    return JSONResponse(body, status_code=503 if active >= limit else 200)
+
+
+async def _metrics(request: Request) -> Response:
+    text = app_state(request).server_metrics().render()
+    return PlainTextResponse(text, media_type="text/plain; version=0.0.4")

@@ -1,0 +1,1 @@
+"""The call page: plain HTML, CSS and JavaScript, installed as the package ``voice.web``."""
