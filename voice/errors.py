@@ -9,6 +9,7 @@ The tree::
     │   ├── FrameTooLarge           a binary frame over the size cap (close 1009)
     │   └── InvalidOffer            a WebRTC offer we cannot answer (HTTP 400)
     ├── CallRefused                 a call the admission path did not let in; ``status``
+    │   ├── Unauthorized            no caller token, or a bad one           (HTTP 401)
     │   └── ServerBusy              at ``max_sessions``                     (HTTP 503)
     └── GatewayError                anything that went wrong talking to the gateway
         ├── GatewayTimeout          no answer in time                       (retryable)
@@ -78,6 +79,11 @@ class CallRefused(VoiceError):
     code = "call_refused"
     status: ClassVar[int] = 403
     """The HTTP status that refuses it."""
+
+
+class Unauthorized(CallRefused):
+    code = "unauthorized"
+    status = 401
 
 
 class ServerBusy(CallRefused):

@@ -1,0 +1,63 @@
+"""Caller tokens: each refusal says which check failed, never the token; pins come through."""
+
+import base64
+import json
+import time
+
+import jwt
+import pytest
+
+from voice.app.auth import Pins, TokenVerifier, check_secret, mint
+from voice.errors import ConfigError, Unauthorized
+
+SECRET = "s" * 40
+OTHER = "o" * 40
+
+
+def refusal(token, secret=SECRET):
+    with pytest.raises(Unauthorized) as caught:
+        TokenVerifier(secret).verify(token)
+    assert caught.value.status == 401 and caught.value.code == "unauthorized"
+    if token:
+        assert token not in caught.value.message and token not in repr(caught.value)
+    return caught.value.message
+
+
+def test_a_minted_token_verifies_with_its_subject_and_pins():
+    pins = Pins(instructions="Be brief.", voice="nova", max_session_s=600, allow_update=False)
+    caller = TokenVerifier(SECRET).verify(mint(SECRET, ttl_s=60, sub="user-42", pins=pins))
+    assert caller.sub == "user-42"
+    assert caller.pins == pins
+    bare = TokenVerifier(SECRET).verify(mint(SECRET))
+    assert bare.sub is None and bare.pins == Pins() and bare.pins.allow_update
+
+
+def test_each_bad_token_is_refused_saying_why():
+    now = time.time()
+    assert "required" in refusal(None)
+    assert "required" in refusal("")
+    assert "expired" in refusal(mint(SECRET, ttl_s=60, now=now - 3600))
+    early = jwt.encode({"exp": now + 3600, "nbf": now + 600}, SECRET, algorithm="HS256")
+    assert "not valid yet" in refusal(early)
+    assert "signature" in refusal(mint(OTHER))
+    assert "exp" in refusal(jwt.encode({"sub": "x"}, SECRET, algorithm="HS256"))
+    assert "malformed" in refusal("not.a.jwt")
+    assert "malformed" in refusal("x" * 10_000)
+    bad_pins = jwt.encode({"exp": now + 60, "voice": {"colour": "red"}}, SECRET, algorithm="HS256")
+    assert "voice" in refusal(bad_pins)
+
+
+def test_an_unsigned_token_is_refused():
+    # alg "none": the oldest JWT attack; only HS256 is accepted.
+    header = base64.urlsafe_b64encode(json.dumps({"alg": "none", "typ": "JWT"}).encode())
+    body = base64.urlsafe_b64encode(json.dumps({"exp": time.time() + 60}).encode())
+    unsigned = f"{header.decode().rstrip('=')}.{body.decode().rstrip('=')}."
+    assert "HS256" in refusal(unsigned) or "malformed" in refusal(unsigned)
+
+
+def test_a_short_secret_is_refused_and_the_verifier_hides_it():
+    with pytest.raises(ConfigError, match="at least 32"):
+        check_secret("short")
+    with pytest.raises(ConfigError):
+        TokenVerifier("x" * 31)
+    assert SECRET not in repr(TokenVerifier(SECRET))

@@ -1,0 +1,140 @@
+"""Caller tokens: JSON Web Tokens, HS256, signed with ``VOICE_AUTH_SECRET`` (PyJWT).
+
+Claims: ``exp`` (required), ``nbf`` and ``iat`` (honoured when present), ``sub`` (the
+caller's id, logged with the session id), and an optional ``voice`` object that pins the
+session::
+
+    {"exp": 1767225600, "sub": "user-42",
+     "voice": {"instructions": "...", "voice": "nova", "max_session_s": 600,
+               "allow_update": false}}
+
+A refusal says which check failed (missing, malformed, expired, not yet valid, signed with
+another secret) and never repeats the token. Tokens are read from ``Authorization: Bearer``
+or, for browsers, whose WebSocket API cannot set headers, from ``?token=``.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import jwt
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.requests import HTTPConnection
+
+from voice.errors import ConfigError, Unauthorized
+
+ALGORITHM = "HS256"
+MIN_SECRET_BYTES = 32
+"""RFC 7518 §3.2: an HS256 key at least as long as the hash (256 bits)."""
+LEEWAY_S = 5.0
+"""Clock skew forgiven between the server that minted a token and this one."""
+MAX_TOKEN_CHARS = 8192
+
+
+class Pins(BaseModel):
+    """The token's ``voice`` claim: what the session is pinned to."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    instructions: str | None = Field(default=None, max_length=20_000)
+    voice: str | None = Field(default=None, max_length=200)
+    max_session_s: float | None = Field(default=None, gt=0)
+    allow_update: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """Who a verified token says the caller is, and what it pins."""
+
+    sub: str | None
+    pins: Pins
+
+
+def check_secret(secret: str) -> None:
+    if len(secret.encode()) < MIN_SECRET_BYTES:
+        raise ConfigError(
+            f"VOICE_AUTH_SECRET is {len(secret.encode())} bytes; an HS256 secret needs at "
+            f"least {MIN_SECRET_BYTES} (e.g. `python -c 'import secrets; "
+            "print(secrets.token_urlsafe(48))'`)"
+        )
+
+
+def mint(
+    secret: str,
+    *,
+    ttl_s: float = 600,
+    sub: str | None = None,
+    pins: Pins | None = None,
+    now: float | None = None,
+) -> str:
+    """A token valid for ``ttl_s`` from ``now``: what ``voice token`` prints."""
+    check_secret(secret)
+    issued = int(time.time() if now is None else now)
+    claims: dict[str, Any] = {"iat": issued, "exp": issued + int(ttl_s)}
+    if sub is not None:
+        claims["sub"] = sub
+    if pins is not None and (fields := pins.model_dump(exclude_defaults=True)):
+        claims["voice"] = fields
+    return jwt.encode(claims, secret, algorithm=ALGORITHM)
+
+
+class TokenVerifier:
+    """Verifies caller tokens against one secret."""
+
+    def __init__(self, secret: str) -> None:
+        check_secret(secret)
+        self._secret = secret
+
+    def __repr__(self) -> str:
+        return "TokenVerifier(secret=<hidden>)"
+
+    def verify(self, token: str | None) -> Caller:
+        """The caller the token names; raises :class:`~voice.errors.Unauthorized`."""
+        if not token:
+            raise Unauthorized(
+                "a caller token is required: send `Authorization: Bearer <token>` "
+                "or `?token=<token>`"
+            )
+        if len(token) > MAX_TOKEN_CHARS:
+            raise Unauthorized("the caller token is malformed (too long)")
+        try:
+            claims = jwt.decode(
+                token,
+                self._secret,
+                algorithms=[ALGORITHM],
+                leeway=LEEWAY_S,
+                options={"require": ["exp"]},
+            )
+        except jwt.ExpiredSignatureError:
+            raise Unauthorized("the caller token has expired; ask for a new one") from None
+        except jwt.ImmatureSignatureError:
+            raise Unauthorized(
+                "the caller token is not valid yet (nbf/iat in the future)"
+            ) from None
+        except jwt.MissingRequiredClaimError:
+            raise Unauthorized("the caller token has no `exp` claim; tokens must expire") from None
+        except jwt.InvalidSignatureError:
+            raise Unauthorized(
+                "the caller token's signature does not match this server's secret"
+            ) from None
+        except jwt.InvalidAlgorithmError:
+            raise Unauthorized(f"the caller token must be signed with {ALGORITHM}") from None
+        except jwt.InvalidTokenError:
+            raise Unauthorized("the caller token is malformed (not a signed JWT)") from None
+        sub = claims.get("sub")
+        try:
+            pins = Pins.model_validate(claims.get("voice") or {})
+        except ValidationError:
+            raise Unauthorized("the caller token's `voice` claim is malformed") from None
+        return Caller(sub=str(sub) if sub is not None else None, pins=pins)
+
+
+def token_from(conn: HTTPConnection) -> str | None:
+    """The token a request or handshake carries: the Authorization header, else ``?token=``."""
+    header = conn.headers.get("authorization", "")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() == "bearer" and value.strip():
+        return value.strip()
+    return conn.query_params.get("token") or None
