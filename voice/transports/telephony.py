@@ -210,15 +210,20 @@ message of its own) and discriminates the union on ``event``."""
 class Dialect(abc.ABC):
     """One carrier's spelling of the media-stream protocol.
 
-    ``parse`` turns a text frame into an :data:`Inbound` message or raises the error
-    :func:`dropped` makes; the other three spell our messages for one stream. Payloads are
+    ``messages`` reads its inbound messages, which :meth:`parse` turns into the shared
+    vocabulary; the other three methods spell our messages for one stream. Payloads are
     already encoded in the stream's codec.
     """
 
     name: ClassVar[str]
+    messages: ClassVar[TypeAdapter[WireEvent]]
+    """Its ``start`` (and any message of its own) with :data:`SharedEvents`, discriminated
+    on ``event``."""
 
-    @abc.abstractmethod
-    def parse(self, text: str) -> Inbound: ...
+    def parse(self, text: str) -> Inbound:
+        """The :data:`Inbound` message in ``text``, or raise the error :func:`dropped` makes
+        (or :class:`AudioFormatError` for a stream in audio we cannot serve)."""
+        return parse_wire(self.messages, text).inbound()
 
     @abc.abstractmethod
     def media(self, stream_id: str, payload: bytes) -> str: ...

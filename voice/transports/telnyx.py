@@ -22,13 +22,11 @@ from voice.transports.codecs import codec_for
 from voice.transports.telephony import (
     CarrierError,
     Dialect,
-    Inbound,
     MediaFormat,
     SharedEvents,
     Start,
     WireEvent,
     WireMessage,
-    parse_wire,
 )
 
 
@@ -61,17 +59,11 @@ class _Error(WireEvent):
         return CarrierError(json.dumps(self.payload))
 
 
-_Inbound = Annotated[_Start | _Error | SharedEvents, Field(discriminator="event")]
-_inbound: TypeAdapter[_Inbound] = TypeAdapter(_Inbound)
-
-
 class TelnyxDialect(Dialect):
     """Telnyx's spelling: ``stream_id``, snake_case, PCMU/PCMA 8 kHz or L16 8/16 kHz."""
 
     name = "telnyx"
-
-    def parse(self, text: str) -> Inbound:
-        return parse_wire(_inbound, text).inbound()
+    messages = TypeAdapter(Annotated[_Start | _Error | SharedEvents, Field(discriminator="event")])
 
     def media(self, stream_id: str, payload: bytes) -> str:
         encoded = base64.b64encode(payload).decode("ascii")

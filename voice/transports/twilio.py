@@ -30,13 +30,11 @@ from voice.errors import AudioFormatError
 from voice.transports.codecs import PCMU
 from voice.transports.telephony import (
     Dialect,
-    Inbound,
     MediaFormat,
     SharedEvents,
     Start,
     WireEvent,
     WireMessage,
-    parse_wire,
 )
 
 
@@ -68,17 +66,11 @@ class _Start(WireEvent, alias_generator=to_camel):
         return Start(self.stream_sid, start.call_sid, PCMU, parameters)
 
 
-_Inbound = Annotated[_Start | SharedEvents, Field(discriminator="event")]
-_inbound: TypeAdapter[_Inbound] = TypeAdapter(_Inbound)
-
-
 class TwilioDialect(Dialect):
     """Twilio's spelling: ``streamSid`` and camelCase, audio/x-mulaw at 8 kHz only."""
 
     name = "twilio"
-
-    def parse(self, text: str) -> Inbound:
-        return parse_wire(_inbound, text).inbound()
+    messages = TypeAdapter(Annotated[_Start | SharedEvents, Field(discriminator="event")])
 
     def media(self, stream_id: str, payload: bytes) -> str:
         encoded = base64.b64encode(payload).decode("ascii")
