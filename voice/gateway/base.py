@@ -5,17 +5,20 @@ Implementations: ``http.HttpGateway`` (any OpenAI-compatible gateway), ``simulat
 (scripted latencies and faults), ``local`` (embedded offline engines).
 
 Streams are async iterators. The consumer closes them early by cancelling the task that
-iterates, or with ``contextlib.aclosing``; an implementation must release its request
-(close the HTTP stream) when that happens. Errors are :class:`voice.errors.GatewayError`.
+iterates, or with :func:`closing`; an implementation must release its request (close the
+HTTP stream) when that happens. Errors are :class:`voice.errors.GatewayError`.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
-from typing import Protocol
+from contextlib import asynccontextmanager
+from typing import Protocol, TypeVar
 
 from voice.audio.frames import PcmFrame
 from voice.core.dialog import ChatMessage
+
+T = TypeVar("T")
 
 
 class Gateway(Protocol):
@@ -42,3 +45,18 @@ class Gateway(Protocol):
     async def aclose(self) -> None:
         """Release connections and engines."""
         ...
+
+
+@asynccontextmanager
+async def closing(stream: AsyncIterator[T]) -> AsyncIterator[AsyncIterator[T]]:
+    """Yield ``stream`` and close it however the block is left.
+
+    Async generators have ``aclose``; the protocol promises only an ``AsyncIterator``, so a
+    stream without one is left as it is (``contextlib.aclosing`` would fail on it).
+    """
+    try:
+        yield stream
+    finally:
+        aclose = getattr(stream, "aclose", None)
+        if aclose is not None:
+            await aclose()

@@ -10,9 +10,9 @@ exception and every non-2xx status is translated here into the :mod:`voice.error
 Retries: a call is replayed only while that cannot duplicate anything its caller saw:
 transcription, model listing, and speech before its first audio byte (ASR and TTS keep one
 ``Idempotency-Key`` across attempts), and chat only when the connection failed before the
-request was sent. Only ``retryable`` errors are retried, at most ``max_retries`` times, with
-exponential backoff and jitter; a ``Retry-After`` over :data:`MAX_RETRY_AFTER_S` is raised
-instead of waited out; 402 is never retried.
+request was sent. How often and after how long is :class:`~voice.gateway.retry.RetryPolicy`'s:
+only ``retryable`` errors, at most ``max_retries`` times, with exponential backoff and jitter;
+a long ``Retry-After`` is raised instead of waited out; 402 is never retried.
 
 The API key and the extra headers sit only in the client's default headers: we log no
 headers, and any gateway text quoted in an error message or a log line, or kept as a 402
@@ -25,7 +25,6 @@ from __future__ import annotations
 import asyncio
 import importlib.metadata
 import logging
-import random
 import time
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Sequence
@@ -52,13 +51,13 @@ from voice.errors import (
     error_class_for_status,
 )
 from voice.gateway import http_wire as wire
+from voice.gateway.base import closing
+from voice.gateway.retry import RetryPolicy, retried
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-MAX_RETRY_AFTER_S = 5.0
-"""A longer ``Retry-After`` is raised to the caller: a spoken reply cannot wait that long."""
 WARM_INTERVAL_S = 30.0
 """``warm()`` does real work at most this often, so callers may call it per session."""
 KEEPALIVE_EXPIRY_S = 60.0
@@ -158,6 +157,9 @@ class HttpGateway:
         self._chat = route("POST", "chat/completions", "chat", settings.llm_timeout_s)
         self._tts = route("POST", "audio/speech", "speech", settings.tts_timeout_s)
         self._models = route("GET", "models", "models", settings.connect_timeout_s)
+        self._retry = RetryPolicy(
+            max_retries=settings.max_retries, backoff_s=settings.retry_backoff_s
+        )
         self._warmed_at: float | None = None
 
     def __repr__(self) -> str:
@@ -187,7 +189,7 @@ class HttpGateway:
             files={"file": ("audio.wav", wav, "audio/wav")},
         )
 
-    async def chat(self, messages: Sequence[ChatMessage]) -> AsyncGenerator[str, None]:
+    def chat(self, messages: Sequence[ChatMessage]) -> AsyncGenerator[str, None]:
         s = self._settings
         body: dict[str, Any] = {
             "model": s.llm_model,
@@ -198,46 +200,11 @@ class HttpGateway:
             body["max_tokens"] = s.llm_max_tokens
         if s.llm_temperature is not None:
             body["temperature"] = s.llm_temperature
-        headers = {"Accept": "text/event-stream", **_IDENTITY}
-        attempt = 0
-        while True:
-            try:
-                async with self._open(self._chat, json=body, headers=headers) as response:
-                    if _content_type(response) == "application/json":
-                        # The gateway ignored stream=true and sent the whole completion.
-                        whole = await response.aread()
-                        text = self._parse(
-                            self._chat, response, partial(wire.completion_text, whole)
-                        )
-                        if text:
-                            yield text
-                        return
-                    stream = wire.ChatStream()
-                    chunks = response.aiter_bytes()
-                    async for chunk in chunks:
-                        for delta in stream.feed(chunk):
-                            yield delta
-                        if stream.done or stream.failure:
-                            break
-                    else:
-                        for delta in stream.end_of_stream():
-                            yield delta
-                    if stream.failure is not None:
-                        raise self._stream_error(stream.failure, response) from stream.failure
-                    if stream.done:
-                        await _drain(chunks)
-                return
-            except GatewayError as exc:
-                attempt += 1
-                unsent = isinstance(exc.__cause__, _NOT_SENT)
-                delay = self._retry_delay(exc, attempt, self._chat) if unsent else None
-                if delay is None:
-                    raise
-            await asyncio.sleep(delay)
+        # Replayed only if the request never left: else the gateway may be generating already.
+        attempt = partial(self._chat_once, body)
+        return retried(self._retry, attempt, label=self._chat.label, replayable=_unsent)
 
-    async def speak(self, text: str, *, voice: str | None = None) -> AsyncGenerator[PcmFrame, None]:
-        if not text.strip():
-            return
+    def speak(self, text: str, *, voice: str | None = None) -> AsyncGenerator[PcmFrame, None]:
         s = self._settings
         body = {
             "model": s.tts_model,
@@ -245,35 +212,9 @@ class HttpGateway:
             "voice": voice or s.tts_voice,
             "response_format": s.tts_format,
         }
-        key = str(uuid.uuid4())
-        attempt = 0
-        while True:
-            started = False
-            try:
-                async with self._open(
-                    self._tts, json=body, idempotency_key=key, headers=_IDENTITY
-                ) as response:
-                    ctype = _content_type(response)
-                    if ctype == "application/json" or ctype.startswith("text/"):
-                        detail = (await response.aread()).decode("utf-8", "replace")
-                        raise self._protocol_error(self._tts, response, f"{ctype}: {detail}")
-                    pcm = wire.SpeechStream(s.tts_format)
-                    try:
-                        async for chunk in response.aiter_bytes():
-                            if (frame := pcm.feed(chunk)) is not None:
-                                started = True
-                                yield frame
-                        if pcm.end():
-                            log.debug("speech ended half way through a sample; dropped a byte")
-                    except AudioFormatError as exc:
-                        raise self._protocol_error(self._tts, response, str(exc)) from exc
-                return
-            except GatewayError as exc:
-                attempt += 1
-                delay = None if started else self._retry_delay(exc, attempt, self._tts)
-                if delay is None:
-                    raise
-            await asyncio.sleep(delay)
+        # One key for every attempt, so the gateway can tell a replay from a new request.
+        attempt = partial(self._speech_once, body, idempotency_key=str(uuid.uuid4()))
+        return retried(self._retry, attempt, label=self._tts.label)
 
     async def models(self) -> list[str]:
         return await self._call(self._models, lambda r: wire.model_ids(r.content))
@@ -362,38 +303,64 @@ class HttpGateway:
         **content: Any,
     ) -> T:
         """A whole-body request, retried as the module docstring says."""
-        attempt = 0
-        while True:
-            try:
-                async with self._open(route, idempotency_key=idempotency_key, **content) as resp:
-                    await resp.aread()
-                    return self._parse(route, resp, lambda: parse(resp))
-            except GatewayError as exc:
-                attempt += 1
-                delay = self._retry_delay(exc, attempt, route)
-                if delay is None:
-                    raise
-            await asyncio.sleep(delay)
 
-    def _retry_delay(self, exc: GatewayError, attempt: int, route: _Route) -> float | None:
-        """Seconds to wait before retry number ``attempt``, or None: raise ``exc`` instead."""
-        retries = self._settings.max_retries
-        if not exc.retryable or attempt > retries:
-            return None
-        delay = self._settings.retry_backoff_s * 2.0 ** (attempt - 1) * random.uniform(0.5, 1)
-        if isinstance(exc, RateLimited) and exc.retry_after is not None:
-            if exc.retry_after > MAX_RETRY_AFTER_S:
-                return None
-            delay = max(delay, exc.retry_after)
-        log.info(
-            "retry %d of %d of the %s request in %.2f s after: %s",
-            attempt,
-            retries,
-            route.label,
-            delay,
-            exc,
-        )
-        return delay
+        async def attempt() -> AsyncGenerator[T, None]:
+            async with self._open(route, idempotency_key=idempotency_key, **content) as resp:
+                await resp.aread()
+                result = self._parse(route, resp, lambda: parse(resp))
+            yield result
+
+        async with closing(retried(self._retry, attempt, label=route.label)) as results:
+            return await anext(results)
+
+    async def _chat_once(self, body: dict[str, Any]) -> AsyncGenerator[str, None]:
+        """One chat request's text deltas."""
+        headers = {"Accept": "text/event-stream", **_IDENTITY}
+        async with self._open(self._chat, json=body, headers=headers) as response:
+            if _content_type(response) == "application/json":
+                # The gateway ignored stream=true and sent the whole completion.
+                whole = await response.aread()
+                text = self._parse(self._chat, response, partial(wire.completion_text, whole))
+                if text:
+                    yield text
+                return
+            stream = wire.ChatStream()
+            chunks = response.aiter_bytes()
+            async for chunk in chunks:
+                for delta in stream.feed(chunk):
+                    yield delta
+                if stream.done or stream.failure:
+                    break
+            else:
+                for delta in stream.end_of_stream():
+                    yield delta
+            if stream.failure is not None:
+                raise self._stream_error(stream.failure, response) from stream.failure
+            if stream.done:
+                await _drain(chunks)
+
+    async def _speech_once(
+        self, body: dict[str, str], *, idempotency_key: str
+    ) -> AsyncGenerator[PcmFrame, None]:
+        """One speech request's audio; blank text sends no request."""
+        if not body["input"].strip():
+            return
+        async with self._open(
+            self._tts, json=body, idempotency_key=idempotency_key, headers=_IDENTITY
+        ) as response:
+            ctype = _content_type(response)
+            if ctype == "application/json" or ctype.startswith("text/"):
+                detail = (await response.aread()).decode("utf-8", "replace")
+                raise self._protocol_error(self._tts, response, f"{ctype}: {detail}")
+            pcm = wire.SpeechStream(self._settings.tts_format)
+            try:
+                async for chunk in response.aiter_bytes():
+                    if (frame := pcm.feed(chunk)) is not None:
+                        yield frame
+                if pcm.end():
+                    log.debug("speech ended half way through a sample; dropped a byte")
+            except AudioFormatError as exc:
+                raise self._protocol_error(self._tts, response, str(exc)) from exc
 
     # -- errors, all built here -------------------------------------------------------------
 
@@ -526,6 +493,11 @@ def _transports(
 
 def _in_flight(shard: _Shard) -> int:
     return shard.in_flight
+
+
+def _unsent(error: GatewayError) -> bool:
+    """Whether ``error`` came before any byte of the request left."""
+    return isinstance(error.__cause__, _NOT_SENT)
 
 
 async def _drain(chunks: AsyncIterator[bytes]) -> None:

@@ -13,7 +13,6 @@ import json
 import time
 import uuid
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -21,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from voice.audio.frames import SAMPLE_WIDTH, SPEECH_RATE, PcmFrame
 from voice.core.dialog import ChatMessage, Role
 from voice.errors import GatewayProtocolError
+from voice.gateway.base import closing
 
 STREAMING_SIZE = 0xFFFFFFFF
 """RIFF and data sizes in a streamed WAV header: the length is unknown when it is sent."""
@@ -167,18 +167,3 @@ def wav_stream_header(sample_rate: int) -> bytes:
     fmt = b"".join(value.to_bytes(size, "little") for value, size in fields)
     size = STREAMING_SIZE.to_bytes(4, "little")
     return b"RIFF" + size + b"WAVEfmt " + fmt + b"data" + size
-
-
-@asynccontextmanager
-async def closing(stream: AsyncIterator[Any]) -> AsyncIterator[None]:
-    """Close ``stream`` on exit if it can be closed.
-
-    Async generators can; the Gateway protocol promises only an ``AsyncIterator``, so a
-    stream without ``aclose`` is left as it is.
-    """
-    try:
-        yield
-    finally:
-        aclose = getattr(stream, "aclose", None)
-        if aclose is not None:
-            await aclose()

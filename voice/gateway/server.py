@@ -55,12 +55,11 @@ from voice.errors import (
     RateLimited,
     VoiceError,
 )
-from voice.gateway.base import Gateway
+from voice.gateway.base import Gateway, closing
 from voice.gateway.openai_format import (
     ChatRequest,
     SpeechRequest,
     chat_completion,
-    closing,
     error_body,
     pcm_bytes,
     sse_chunks,

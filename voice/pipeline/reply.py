@@ -11,38 +11,19 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import TypeVar
 
 from voice.config import PipelineSettings
 from voice.core.chunker import SentenceChunker
 from voice.core.dialog import Dialog
 from voice.core.events import AudioDone, ResponseStarted, TextDelta, TurnTimings
 from voice.core.playout import HeardText
-from voice.gateway.base import Gateway
+from voice.gateway.base import Gateway, closing
 from voice.pipeline.sink import AudioSink, Emit
 from voice.pipeline.speech_line import SpeechJob, SpeechLine
 
-T = TypeVar("T")
-
 SPEECH_QUEUE_CHUNKS = 64
 """TTS chunks buffered per sentence before its request is made to wait."""
-
-
-@asynccontextmanager
-async def closing(stream: AsyncIterator[T]) -> AsyncIterator[AsyncIterator[T]]:
-    """Close a gateway stream however the consumer leaves it (async generators have aclose)."""
-    try:
-        yield stream
-    finally:
-        await _aclose(stream)
-
-
-async def _aclose(stream: AsyncIterator[T]) -> None:
-    aclose = getattr(stream, "aclose", None)
-    if aclose is not None:
-        await aclose()
 
 
 @dataclass
@@ -164,13 +145,10 @@ class Reply:
             capacity=self._settings.tts_lookahead + 1,
             max_buffered=SPEECH_QUEUE_CHUNKS,
         )
-        deltas = self._gateway.chat(self._dialog.messages())
-        try:
+        # Closed here, not in the task reading it last: that one may be cancelled before it ran.
+        async with closing(self._gateway.chat(self._dialog.messages())) as deltas:
             async with asyncio.TaskGroup() as tg:
                 await self._write(tg, line, deltas)
-        finally:
-            # Here, not in the task reading it last: that one may be cancelled before it ran.
-            await _aclose(deltas)
         await self._sink.finish()
         self._emit(AudioDone(self.response_id))
         await self._sink.wait_played()

@@ -23,9 +23,9 @@ import logging
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import ClassVar, Literal, TypeAlias, TypeVar
 
-from pydantic import TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 from starlette.websockets import WebSocket, WebSocketDisconnect
 from websockets.frames import CloseCode
 
@@ -39,6 +39,8 @@ from voice.transports.codecs import Codec
 from voice.transports.mark_playout import MarkedPlayout
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 BLOCK_MS = 10
 """Media payloads must hold whole blocks of this many ms of audio ..."""
@@ -107,7 +109,7 @@ def dropped(kind: str, detail: str) -> ProtocolError:
     return ProtocolError(detail, code=kind)
 
 
-def parse_wire(adapter: TypeAdapter[Any], text: str) -> Any:
+def parse_wire(adapter: TypeAdapter[T], text: str) -> T:
     """Validate one text frame; raise what :func:`dropped` makes, labelled by what was wrong."""
     try:
         return adapter.validate_json(text)
@@ -121,18 +123,107 @@ def parse_wire(adapter: TypeAdapter[Any], text: str) -> Any:
         raise dropped("bad_message", f"{where}: {error['msg']}") from None
 
 
+# -- the wire models every dialect shares ----------------------------------------------------
+
+
+class WireMessage(BaseModel):
+    """A carrier's JSON message, or a part of one. A dialect that spells its fields in
+    camelCase subclasses with ``alias_generator=to_camel``; one-word fields read the same."""
+
+    # Carriers may add fields at any time; only the ones we read are checked.
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+
+class WireEvent(WireMessage):
+    """A whole inbound message; a dialect's union of them is discriminated on ``event``."""
+
+    @abc.abstractmethod
+    def inbound(self) -> Inbound:
+        """The message in the shared vocabulary; raises :class:`AudioFormatError` for a
+        stream in audio we cannot serve."""
+
+
+class MediaFormat(WireMessage):
+    encoding: str
+    sample_rate: int
+    channels: int = 1
+
+
+class ConnectedEvent(WireEvent):
+    event: Literal["connected"]
+
+    def inbound(self) -> Connected:
+        return Connected()
+
+
+class MediaBody(WireMessage):
+    track: str = "inbound"
+    chunk: int
+    payload: str
+
+
+class MediaEvent(WireEvent):
+    event: Literal["media"]
+    media: MediaBody
+
+    def inbound(self) -> Media:
+        media = self.media
+        return Media(media.chunk, media.payload, inbound=media.track == "inbound")
+
+
+class DtmfBody(WireMessage):
+    digit: str
+
+
+class DtmfEvent(WireEvent):
+    event: Literal["dtmf"]
+    dtmf: DtmfBody
+
+    def inbound(self) -> Dtmf:
+        return Dtmf(self.dtmf.digit)
+
+
+class MarkBody(WireMessage):
+    name: str
+
+
+class MarkEvent(WireEvent):
+    event: Literal["mark"]
+    mark: MarkBody
+
+    def inbound(self) -> MarkEcho:
+        return MarkEcho(self.mark.name)
+
+
+class StopEvent(WireEvent):
+    event: Literal["stop"]
+
+    def inbound(self) -> Stop:
+        return Stop()
+
+
+SharedEvents: TypeAlias = ConnectedEvent | MediaEvent | DtmfEvent | MarkEvent | StopEvent
+"""The inbound messages every carrier spells alike; a dialect adds its ``start`` (and any
+message of its own) and discriminates the union on ``event``."""
+
+
 class Dialect(abc.ABC):
     """One carrier's spelling of the media-stream protocol.
 
-    ``parse`` turns a text frame into an :data:`Inbound` message or raises the error
-    :func:`dropped` makes; the other three spell our messages for one stream. Payloads are
+    ``messages`` reads its inbound messages, which :meth:`parse` turns into the shared
+    vocabulary; the other three methods spell our messages for one stream. Payloads are
     already encoded in the stream's codec.
     """
 
     name: ClassVar[str]
+    messages: ClassVar[TypeAdapter[WireEvent]]
+    """Its ``start`` (and any message of its own) with :data:`SharedEvents`, discriminated
+    on ``event``."""
 
-    @abc.abstractmethod
-    def parse(self, text: str) -> Inbound: ...
+    def parse(self, text: str) -> Inbound:
+        """The :data:`Inbound` message in ``text``, or raise the error :func:`dropped` makes
+        (or :class:`AudioFormatError` for a stream in audio we cannot serve)."""
+        return parse_wire(self.messages, text).inbound()
 
     @abc.abstractmethod
     def media(self, stream_id: str, payload: bytes) -> str: ...

@@ -15,121 +15,55 @@ import base64
 import json
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import Field, TypeAdapter
 
 from voice.errors import AudioFormatError
 from voice.transports.codecs import codec_for
 from voice.transports.telephony import (
     CarrierError,
-    Connected,
     Dialect,
-    Dtmf,
-    Inbound,
-    MarkEcho,
-    Media,
+    MediaFormat,
+    SharedEvents,
     Start,
-    Stop,
-    parse_wire,
+    WireEvent,
+    WireMessage,
 )
 
 
-class _Message(BaseModel):
-    # Telnyx may add fields at any time; only the ones we read are checked.
-    model_config = ConfigDict(frozen=True, extra="ignore")
-
-
-class _MediaFormat(_Message):
-    encoding: str
-    sample_rate: int
-    channels: int = 1
-
-
-class _StartBody(_Message):
+class _StartBody(WireMessage):
     call_control_id: str = ""
     custom_parameters: dict[str, Any] = Field(default_factory=dict)
-    media_format: _MediaFormat
+    media_format: MediaFormat
 
 
-class _Connected(_Message):
-    event: Literal["connected"]
-
-
-class _Start(_Message):
+class _Start(WireEvent):
     event: Literal["start"]
     stream_id: str
     start: _StartBody
 
-
-class _MediaBody(_Message):
-    track: str = "inbound"
-    chunk: int
-    payload: str
-
-
-class _Media(_Message):
-    event: Literal["media"]
-    media: _MediaBody
+    def inbound(self) -> Start:
+        start = self.start
+        fmt = start.media_format
+        if fmt.channels != 1:
+            raise AudioFormatError(f"{fmt.channels}-channel media; only mono is served")
+        codec = codec_for(fmt.encoding, fmt.sample_rate)
+        parameters = {str(k): str(v) for k, v in start.custom_parameters.items()}
+        return Start(self.stream_id, start.call_control_id, codec, parameters)
 
 
-class _DtmfBody(_Message):
-    digit: str
-
-
-class _Dtmf(_Message):
-    event: Literal["dtmf"]
-    dtmf: _DtmfBody
-
-
-class _MarkBody(_Message):
-    name: str
-
-
-class _Mark(_Message):
-    event: Literal["mark"]
-    mark: _MarkBody
-
-
-class _Stop(_Message):
-    event: Literal["stop"]
-
-
-class _Error(_Message):
+class _Error(WireEvent):
     event: Literal["error"]
     payload: dict[str, Any] = Field(default_factory=dict)
 
-
-_Inbound = Annotated[
-    _Connected | _Start | _Media | _Dtmf | _Mark | _Stop | _Error, Field(discriminator="event")
-]
-_inbound: TypeAdapter[_Inbound] = TypeAdapter(_Inbound)
+    def inbound(self) -> CarrierError:
+        return CarrierError(json.dumps(self.payload))
 
 
 class TelnyxDialect(Dialect):
     """Telnyx's spelling: ``stream_id``, snake_case, PCMU/PCMA 8 kHz or L16 8/16 kHz."""
 
     name = "telnyx"
-
-    def parse(self, text: str) -> Inbound:
-        match parse_wire(_inbound, text):
-            case _Media(media=media):
-                return Media(media.chunk, media.payload, inbound=media.track == "inbound")
-            case _Mark(mark=mark):
-                return MarkEcho(mark.name)
-            case _Dtmf(dtmf=dtmf):
-                return Dtmf(dtmf.digit)
-            case _Start(stream_id=stream_id, start=start):
-                fmt = start.media_format
-                if fmt.channels != 1:
-                    raise AudioFormatError(f"{fmt.channels}-channel media; only mono is served")
-                codec = codec_for(fmt.encoding, fmt.sample_rate)
-                parameters = {str(k): str(v) for k, v in start.custom_parameters.items()}
-                return Start(stream_id, start.call_control_id, codec, parameters)
-            case _Stop():
-                return Stop()
-            case _Error(payload=payload):
-                return CarrierError(json.dumps(payload))
-            case _:
-                return Connected()
+    messages = TypeAdapter(Annotated[_Start | _Error | SharedEvents, Field(discriminator="event")])
 
     def media(self, stream_id: str, payload: bytes) -> str:
         encoded = base64.b64encode(payload).decode("ascii")

@@ -23,117 +23,54 @@ from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 from xml.sax.saxutils import quoteattr
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import Field, TypeAdapter
 from pydantic.alias_generators import to_camel
 
 from voice.errors import AudioFormatError
 from voice.transports.codecs import PCMU
 from voice.transports.telephony import (
-    Connected,
     Dialect,
-    Dtmf,
-    Inbound,
-    MarkEcho,
-    Media,
+    MediaFormat,
+    SharedEvents,
     Start,
-    Stop,
-    parse_wire,
+    WireEvent,
+    WireMessage,
 )
 
 
-class _Message(BaseModel):
-    # Twilio may add fields at any time; only the ones we read are checked.
-    model_config = ConfigDict(frozen=True, extra="ignore", alias_generator=to_camel)
+class _MediaFormat(MediaFormat, alias_generator=to_camel):
+    """Twilio's ``mediaFormat``: the shared fields spelled in camelCase (``sampleRate``)."""
 
 
-class _MediaFormat(_Message):
-    encoding: str
-    sample_rate: int
-    channels: int = 1
-
-
-class _StartBody(_Message):
+class _StartBody(WireMessage, alias_generator=to_camel):
     call_sid: str = ""
     tracks: list[str] = Field(default_factory=list)
     custom_parameters: dict[str, Any] = Field(default_factory=dict)
     media_format: _MediaFormat
 
 
-class _Connected(_Message):
-    event: Literal["connected"]
-
-
-class _Start(_Message):
+class _Start(WireEvent, alias_generator=to_camel):
     event: Literal["start"]
     stream_sid: str
     start: _StartBody
 
-
-class _MediaBody(_Message):
-    track: str = "inbound"
-    chunk: int
-    payload: str
-
-
-class _Media(_Message):
-    event: Literal["media"]
-    media: _MediaBody
-
-
-class _DtmfBody(_Message):
-    digit: str
-
-
-class _Dtmf(_Message):
-    event: Literal["dtmf"]
-    dtmf: _DtmfBody
-
-
-class _MarkBody(_Message):
-    name: str
-
-
-class _Mark(_Message):
-    event: Literal["mark"]
-    mark: _MarkBody
-
-
-class _Stop(_Message):
-    event: Literal["stop"]
-
-
-_Inbound = Annotated[
-    _Connected | _Start | _Media | _Dtmf | _Mark | _Stop, Field(discriminator="event")
-]
-_inbound: TypeAdapter[_Inbound] = TypeAdapter(_Inbound)
+    def inbound(self) -> Start:
+        start = self.start
+        fmt = start.media_format
+        if (fmt.encoding, fmt.sample_rate, fmt.channels) != ("audio/x-mulaw", 8000, 1):
+            raise AudioFormatError(
+                f"Twilio stream in {fmt.encoding} {fmt.sample_rate} Hz x{fmt.channels}; "
+                "only audio/x-mulaw 8000 Hz mono exists"
+            )
+        parameters = {str(k): str(v) for k, v in start.custom_parameters.items()}
+        return Start(self.stream_sid, start.call_sid, PCMU, parameters)
 
 
 class TwilioDialect(Dialect):
     """Twilio's spelling: ``streamSid`` and camelCase, audio/x-mulaw at 8 kHz only."""
 
     name = "twilio"
-
-    def parse(self, text: str) -> Inbound:
-        match parse_wire(_inbound, text):
-            case _Media(media=media):
-                return Media(media.chunk, media.payload, inbound=media.track == "inbound")
-            case _Mark(mark=mark):
-                return MarkEcho(mark.name)
-            case _Dtmf(dtmf=dtmf):
-                return Dtmf(dtmf.digit)
-            case _Start(stream_sid=sid, start=start):
-                fmt = start.media_format
-                if (fmt.encoding, fmt.sample_rate, fmt.channels) != ("audio/x-mulaw", 8000, 1):
-                    raise AudioFormatError(
-                        f"Twilio stream in {fmt.encoding} {fmt.sample_rate} Hz x{fmt.channels}; "
-                        "only audio/x-mulaw 8000 Hz mono exists"
-                    )
-                parameters = {str(k): str(v) for k, v in start.custom_parameters.items()}
-                return Start(sid, start.call_sid, PCMU, parameters)
-            case _Stop():
-                return Stop()
-            case _:
-                return Connected()
+    messages = TypeAdapter(Annotated[_Start | SharedEvents, Field(discriminator="event")])
 
     def media(self, stream_id: str, payload: bytes) -> str:
         encoded = base64.b64encode(payload).decode("ascii")
