@@ -121,6 +121,76 @@ class ServerSettings(_Frozen):
     """Largest binary frame a caller may send (1 s of 16 kHz PCM16 is 32 KiB)."""
 
 
+MIN_SECRET_BYTES = 32
+"""RFC 7518 §3.2: an HS256 key at least as long as its hash, 256 bits."""
+
+
+def check_auth_secret(secret: str) -> None:
+    """Raise ValueError naming the fix if ``secret`` is too short to sign caller tokens."""
+    size = len(secret.encode())
+    if size < MIN_SECRET_BYTES:
+        raise ValueError(
+            f"VOICE_AUTH_SECRET is {size} bytes; it must be at least {MIN_SECRET_BYTES}: "
+            "generate one with `python -c 'import secrets; print(secrets.token_urlsafe(48))'`"
+        )
+
+
+class AuthSettings(_Frozen):
+    """Who may call (docs/security.md)."""
+
+    secret: SecretStr | None = None
+    """HS256 secret for caller tokens (``VOICE_AUTH_SECRET``, at least 32 bytes). Set, every
+    caller needs a token; unset, the server listens on loopback only unless ``no_auth``."""
+    no_auth: bool = False
+    """The operator's explicit opt-out (``voice serve --no-auth``): no caller tokens even on
+    a non-loopback address. Logged as a warning at start."""
+    allowed_origins: tuple[str, ...] | None = None
+    """Browser origins allowed to open a session or post an offer. ``None``: the server's own
+    origin and ``VOICE_PUBLIC_URL``'s. Requests without an ``Origin`` are judged by their
+    token (or carrier signature) alone."""
+    metrics_token: SecretStr | None = None
+    """When set, ``/metrics`` needs ``Authorization: Bearer`` with it."""
+
+    @field_validator("secret")
+    @classmethod
+    def _check_secret(cls, secret: SecretStr | None) -> SecretStr | None:
+        if secret is None or not secret.get_secret_value():
+            return None
+        check_auth_secret(secret.get_secret_value())
+        return secret
+
+    @field_validator("allowed_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(o.strip().rstrip("/") for o in value.split(",") if o.strip()) or None
+        return value
+
+    @field_validator("allowed_origins")
+    @classmethod
+    def _check_origins(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        for origin in value or ():
+            parts = urlsplit(origin)
+            if parts.scheme not in ("http", "https") or not parts.netloc or parts.path:
+                raise ValueError(f"an origin is scheme://host[:port], got {origin!r}")
+        return value
+
+
+class LimitsSettings(_Frozen):
+    """What one caller may use; each refusal has a stable error code (docs/protocol.md)."""
+
+    max_turns_per_min: int = Field(default=20, ge=1)
+    """Turns a session may send to transcription in any minute; more are dropped."""
+    idle_timeout_s: float = Field(default=120.0, gt=0)
+    """A session with no voiced audio this long is ended (close 1000, reason ``idle``)."""
+    max_session_s: float = Field(default=3600.0, gt=0)
+    """Longest session; a caller token may lower it."""
+    max_instructions_chars: int = Field(default=4096, ge=1)
+    """Longest system prompt a caller may set (``session.update``, a stream parameter)."""
+    request_timeout_s: float = Field(default=10.0, gt=0)
+    """A request or WebSocket handshake not complete in this long is closed."""
+
+
 DTMF_DIGITS = "0123456789*#ABCD"
 
 
@@ -255,6 +325,8 @@ class Settings(_Frozen):
     server: ServerSettings = ServerSettings()
     telephony: TelephonySettings = TelephonySettings()
     webrtc: WebRtcSettings = WebRtcSettings()
+    auth: AuthSettings = AuthSettings()
+    limits: LimitsSettings = LimitsSettings()
 
     @model_validator(mode="before")
     @classmethod
@@ -329,6 +401,14 @@ ENV_VARS: dict[str, tuple[str, str]] = {
     "VOICE_WEBRTC_HOST_ADDRESSES": ("webrtc", "host_addresses"),
     "VOICE_WEBRTC_MAX_OFFER_BYTES": ("webrtc", "max_offer_bytes"),
     "VOICE_WEBRTC_CONNECT_TIMEOUT_S": ("webrtc", "connect_timeout_s"),
+    "VOICE_AUTH_SECRET": ("auth", "secret"),
+    "VOICE_ALLOWED_ORIGINS": ("auth", "allowed_origins"),
+    "VOICE_METRICS_TOKEN": ("auth", "metrics_token"),
+    "VOICE_MAX_TURNS_PER_MIN": ("limits", "max_turns_per_min"),
+    "VOICE_IDLE_TIMEOUT_S": ("limits", "idle_timeout_s"),
+    "VOICE_MAX_SESSION_S": ("limits", "max_session_s"),
+    "VOICE_MAX_INSTRUCTIONS_CHARS": ("limits", "max_instructions_chars"),
+    "VOICE_REQUEST_TIMEOUT_S": ("limits", "request_timeout_s"),
 }
 """Every environment variable `voice` reads, and the setting it fills."""
 

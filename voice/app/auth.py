@@ -23,11 +23,10 @@ import jwt
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.requests import HTTPConnection
 
+from voice.config import check_auth_secret
 from voice.errors import ConfigError, Unauthorized
 
 ALGORITHM = "HS256"
-MIN_SECRET_BYTES = 32
-"""RFC 7518 §3.2: an HS256 key at least as long as the hash (256 bits)."""
 LEEWAY_S = 5.0
 """Clock skew forgiven between the server that minted a token and this one."""
 MAX_TOKEN_CHARS = 8192
@@ -53,12 +52,10 @@ class Caller:
 
 
 def check_secret(secret: str) -> None:
-    if len(secret.encode()) < MIN_SECRET_BYTES:
-        raise ConfigError(
-            f"VOICE_AUTH_SECRET is {len(secret.encode())} bytes; an HS256 secret needs at "
-            f"least {MIN_SECRET_BYTES} (e.g. `python -c 'import secrets; "
-            "print(secrets.token_urlsafe(48))'`)"
-        )
+    try:
+        check_auth_secret(secret)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def mint(
