@@ -17,7 +17,8 @@ from typing import Any
 
 from websockets.exceptions import InvalidHandshake
 
-from voice.bench.caller import Caller, NativeCaller
+from voice.bench.caller import Caller
+from voice.bench.native import NativeCaller
 from voice.bench.stats import percentile, summarize
 from voice.bench.twilio import TwilioCaller
 from voice.bench.webrtc import CallRefused, WebRtcCaller

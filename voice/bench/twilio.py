@@ -133,7 +133,7 @@ class TwilioCaller(Caller):
                 kind = event.get("event")
                 if kind == "media":
                     pcm = mulaw_decode(base64.b64decode(event["media"]["payload"]))
-                    self.ear.receive(pcm, now)
+                    self._hear(pcm, now)
                     self._play_end = max(now, self._play_end) + len(pcm) / 2 / RATE
                     self.last_media_at = now
                 elif kind == "mark":
@@ -144,7 +144,7 @@ class TwilioCaller(Caller):
                     self._marks = deque((now, name) for _, name in self._marks)
                 else:
                     self.errors.append(f"unexpected_event: {kind}")
-                self._record(now, {"type": kind})
+                self._record({"type": kind})
         except (ConnectionClosed, OSError) as exc:
             self._hung_up(str(exc))
         finally:

@@ -152,7 +152,6 @@ class WebRtcCaller(Caller):
         return (pcm[i : i + step].ljust(step, b"\0") for i in range(0, len(pcm), step))
 
     def _on_message(self, message: str | bytes) -> None:
-        now = time.monotonic()
         try:
             event = json.loads(message)
         except ValueError:
@@ -160,7 +159,7 @@ class WebRtcCaller(Caller):
             return
         if event.get("type") == "error":
             self.errors.append(event.get("code", "error"))
-        self._record(now, event)
+        self._record(event)
 
     def _on_track(self, track: MediaStreamTrack) -> None:
         if track.kind == "audio":
@@ -176,7 +175,7 @@ class WebRtcCaller(Caller):
             while True:
                 frame = await track.recv()
                 if isinstance(frame, av.AudioFrame):
-                    self.ear.receive(caller_pcm(frame), time.monotonic())
+                    self._hear(caller_pcm(frame), time.monotonic())
         except MediaStreamError:
             self._hung_up(None if self._leaving else "the reply track ended")
 
