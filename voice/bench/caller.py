@@ -8,7 +8,8 @@ is where a reply's onset is found, for every transport; events are kept in order
 
 The transports: :mod:`voice.bench.native` (the native protocol, and :func:`call` for
 `voice call`), :mod:`voice.bench.webrtc` (a browser-like aiortc peer) and
-:mod:`voice.bench.twilio` (a carrier's far end on Twilio Media Streams).
+:mod:`voice.bench.carrier` (a Twilio or Telnyx media stream). `voice bench`, `voice call`,
+the benchmarks and the tests all call through these.
 """
 
 from __future__ import annotations
