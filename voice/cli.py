@@ -255,7 +255,15 @@ def _call(args: argparse.Namespace) -> int:
         elif kind == "error":
             print(f"\nerror [{event['code']}]: {event['message']}", file=sys.stderr)
 
-    result = asyncio.run(call(args.url, recording, timeout_s=args.timeout, on_event=show))
+    result = asyncio.run(
+        call(
+            args.url,
+            recording,
+            instructions=args.instructions,
+            timeout_s=args.timeout,
+            on_event=show,
+        )
+    )
     if result.voice_to_voice_ms is not None:
         print(f"voice-to-voice (heard here): {result.voice_to_voice_ms:.0f} ms")
     if args.save is not None:
