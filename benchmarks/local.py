@@ -2,7 +2,7 @@
 
 ``latency``: starts ``voice serve`` with no gateway URL (so on the local engines) as its own
 process on 127.0.0.1, plays sample questions into it one session per turn with
-:func:`voice.client.call`, and reports the median voice-to-voice latency heard at the caller
+:func:`voice.bench.native.call`, and reports the median voice-to-voice latency heard at the caller
 (first non-silent reply audio - end of the caller's speech), the per-stage timings from each
 ``response.done``, and the server process's resident memory (RSS now and at its peak).
 
@@ -32,7 +32,7 @@ from pathlib import Path
 from benchmarks.overhead import free_port, percentile, wait_healthy
 from voice.audio.frames import PcmFrame
 from voice.audio.wav import load_wav, wav_bytes
-from voice.client import call
+from voice.bench.native import call
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT / "samples"

@@ -35,7 +35,7 @@ import httpx
 
 from voice.audio.frames import PcmFrame
 from voice.audio.wav import load_wav
-from voice.client import call
+from voice.bench.native import call
 
 ROOT = Path(__file__).resolve().parent.parent
 SIMULATED = {  # fixed gateway latencies, ms (and TTS real-time factor)

@@ -2,7 +2,7 @@
 
 Starts `voice gateway --simulate` (fixed latencies) and a voice server as separate processes
 on 127.0.0.1, then runs N concurrent Twilio Media Streams calls against ``/v1/twilio`` with
-the protocol-faithful far end the tests use (tests/telephony_caller.py): 8 kHz mu-law media
+the protocol-faithful far end the tests use (voice/bench/carrier.py): 8 kHz mu-law media
 every 20 ms in real time, marks echoed when their audio has played. Each call asks
 ``--turns`` questions from samples/, waiting for each reply to finish. Per level it reports:
 
@@ -177,8 +177,8 @@ async def one_call(
     url: str, index: int, calls: int, turns: int, ramp_s: float, deflate: bool
 ) -> dict[str, Any]:
     from tests.samples import manifest
-    from tests.telephony_caller import TWILIO, CarrierCaller
     from tests.telephony_stack import speech
+    from voice.bench.carrier import TWILIO, CarrierCaller
 
     questions = [s for s, e in manifest().items() if e["role"] == "question"]
     # Calls that began at unrelated moments send their 20 ms frames at unrelated phases of
@@ -186,7 +186,7 @@ async def one_call(
     await asyncio.sleep(ramp_s * index / max(calls, 1) + PHASE.uniform(0, FRAME_S))
     v2v: list[float] = []
     timeouts = 0
-    async with CarrierCaller(url, TWILIO, keep_audio=False, deflate=deflate) as caller:
+    async with CarrierCaller(url, TWILIO, listen=False, deflate=deflate) as caller:
         far = caller.far_end
         for turn in range(turns):
             name = questions[(index + turn) % len(questions)]

@@ -16,7 +16,7 @@ from tests.timing import MS
 from voice.app.factory import build_gateway, create_app
 from voice.audio.frames import PcmFrame
 from voice.audio.wav import wav_bytes
-from voice.client import call
+from voice.bench.native import call
 from voice.config import Settings
 from voice.core.dialog import ChatMessage
 from voice.errors import ConfigError, GatewayBadRequest

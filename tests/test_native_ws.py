@@ -14,7 +14,7 @@ from tests.stack import REPLY, SIMULATION, stack
 from tests.timing import MS
 from voice.audio.frames import PcmFrame
 from voice.audio.resample import resample
-from voice.client import call
+from voice.bench.native import call
 from voice.gateway.simulated import Fault
 
 
@@ -41,7 +41,7 @@ async def test_a_sample_turn_end_to_end():
     assert timings["asr_ms"] >= 50 and timings["tts_ttfb_ms"] >= 40
     # The reply is ~len(REPLY) * 40 ms of speech at 24 kHz PCM16.
     expected_s = len(REPLY) * 0.040
-    assert abs(len(result.audio) / 2 / 24_000 - expected_s) < 0.5
+    assert abs(len(result.received) / 2 / 24_000 - expected_s) < 0.5
     # At the caller: no earlier than hangover + every simulated stage.
     assert result.voice_to_voice_ms >= 500 + 50 + 80 + 40
     assert sum(simulated.in_flight.values()) == 0
@@ -56,7 +56,7 @@ async def test_other_rates_in_and_out():
     assert updated["session"]["input_audio"]["sample_rate"] == 8_000
     assert updated["session"]["output_audio"]["sample_rate"] == 16_000
     assert result.of_type("response.done")[0]["status"] == "completed"
-    assert abs(len(result.audio) / 2 / 16_000 - len(REPLY) * 0.040) < 0.5
+    assert abs(len(result.received) / 2 / 16_000 - len(REPLY) * 0.040) < 0.5
 
 
 async def test_barge_in_over_the_socket_keeps_only_what_was_heard():

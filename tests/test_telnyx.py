@@ -10,9 +10,9 @@ from websockets.exceptions import InvalidStatus
 
 from tests.samples import text
 from tests.stack import REPLY, SIMULATION
-from tests.telephony_caller import TELNYX_L16, TELNYX_PCMU, CarrierCaller
 from tests.telephony_stack import speech, telephony_stack
 from tests.test_twilio import pitch_hz
+from voice.bench.carrier import TELNYX_L16, TELNYX_PCMU, CarrierCaller
 
 
 async def test_pcmu_and_l16_calls_are_answered_in_their_own_codec():
@@ -23,7 +23,7 @@ async def test_pcmu_and_l16_calls_are_answered_in_their_own_codec():
 
         async def call(carrier):
             # Every fifth frame arrives after the one that follows it.
-            async with CarrierCaller(url, carrier, swap_every=5) as caller:
+            async with CarrierCaller(url, carrier, swap_every=5, keep_audio=True) as caller:
                 await caller.say(speech(sample))
                 # Replies end (status completed) once every mark has come back.
                 await stack.until(lambda: stack.metrics.responses["completed"] == 2)

@@ -1,5 +1,5 @@
 """Twilio Media Streams at /v1/twilio over real sockets, against a protocol-faithful far end
-(tests/telephony_caller.py) and the simulated gateway over real HTTP.
+(voice/bench/carrier.py) and the simulated gateway over real HTTP.
 """
 
 import json
@@ -9,8 +9,8 @@ import pytest
 
 from tests.samples import manifest, text
 from tests.stack import REPLY, SIMULATION
-from tests.telephony_caller import TWILIO, CarrierCaller
 from tests.telephony_stack import onset_s, speech, telephony_stack
+from voice.bench.carrier import TWILIO, CarrierCaller
 from voice.core.events import DtmfReceived
 
 MS_PER_CHAR = SIMULATION.speech_ms_per_char
@@ -29,7 +29,7 @@ async def test_the_reply_arrives_as_8khz_mulaw_with_a_mark_after_every_chunk():
     sample = "q03_weather_paris.wav"
     simulation = SIMULATION.model_copy(update={"transcripts": [text(sample)]})
     async with telephony_stack(simulation) as stack:
-        async with CarrierCaller(stack.ws + "/v1/twilio", TWILIO) as caller:
+        async with CarrierCaller(stack.ws + "/v1/twilio", TWILIO, keep_audio=True) as caller:
             await caller.say(speech(sample))
             await stack.until(lambda: stack.metrics.responses["completed"] == 1)
             far = caller.far_end
@@ -61,7 +61,7 @@ async def test_barge_in_clears_within_200ms_and_the_dialog_keeps_only_what_playe
     question, interruption = "q01_what_time.wav", "i01_wait_stop.wav"
     simulation = SIMULATION.model_copy(update={"transcripts": [text(question), text(interruption)]})
     async with telephony_stack(simulation) as stack:
-        async with CarrierCaller(stack.ws + "/v1/twilio", TWILIO) as caller:
+        async with CarrierCaller(stack.ws + "/v1/twilio", TWILIO, keep_audio=True) as caller:
             far = caller.far_end
             await caller.say(speech(question))
             # Interrupt once a second of the reply has played at the far end.

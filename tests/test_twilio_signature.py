@@ -15,8 +15,8 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
-from tests.telephony_caller import TWILIO, CarrierCaller
 from tests.telephony_stack import telephony_stack
+from voice.bench.carrier import TWILIO, CarrierCaller
 
 TOKEN = "12345678901234567890123456789012"
 

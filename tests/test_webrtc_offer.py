@@ -8,8 +8,9 @@ import re
 import httpx
 import pytest
 from aiortc import RTCConfiguration, RTCPeerConnection
+from aiortc.mediastreams import AudioStreamTrack
 
-from tests.rtc_caller import Microphone, make_offer, webrtc_stack
+from tests.webrtc_stack import make_offer, webrtc_stack
 from voice.errors import InvalidOffer
 from voice.transports.offer import parse_offer
 
@@ -19,7 +20,7 @@ async def browser_offer(*, channel=True, direction="sendrecv", video=False) -> s
     pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
     if channel:
         pc.createDataChannel("events")
-    pc.addTransceiver(Microphone(), direction=direction)
+    pc.addTransceiver(AudioStreamTrack(), direction=direction)
     if video:
         pc.addTransceiver("video", direction="recvonly")
     try:

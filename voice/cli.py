@@ -231,7 +231,7 @@ def _serve_local_gateway(args: argparse.Namespace) -> int:
 
 def _call(args: argparse.Namespace) -> int:
     from voice.audio.wav import load_wav, save_wav
-    from voice.client import call
+    from voice.bench.native import call
 
     recording = load_wav(args.wav)
 
@@ -255,12 +255,21 @@ def _call(args: argparse.Namespace) -> int:
         elif kind == "error":
             print(f"\nerror [{event['code']}]: {event['message']}", file=sys.stderr)
 
-    result = asyncio.run(call(args.url, recording, timeout_s=args.timeout, on_event=show))
+    result = asyncio.run(
+        call(
+            args.url,
+            recording,
+            instructions=args.instructions,
+            timeout_s=args.timeout,
+            on_event=show,
+        )
+    )
     if result.voice_to_voice_ms is not None:
         print(f"voice-to-voice (heard here): {result.voice_to_voice_ms:.0f} ms")
     if args.save is not None:
-        save_wav(args.save, result.reply_frame())
-        print(f"reply audio: {args.save} ({len(result.audio) / 2 / result.output_rate:.1f} s)")
+        reply = result.reply_frame()
+        save_wav(args.save, reply)
+        print(f"reply audio: {args.save} ({reply.duration_ms / 1000:.1f} s)")
     if not result.of_type("response.done"):
         print("no reply arrived", file=sys.stderr)
         return 1

@@ -4,47 +4,59 @@
 transport's sender takes one per 20 ms, in real time, silence when the script has nothing to
 say; ``say()`` queues a recording and returns the caller-clock time its first frame was
 captured. The ear (:mod:`voice.bench.ear`) records reply audio with its arrival time, and
-events are kept in order. Turn metrics are computed from the ear, not from server events.
+is where a reply's onset is found, for every transport; events are kept in order.
 
-:class:`NativeCaller` speaks the native protocol; ``voice.bench.twilio`` and
-``voice.bench.webrtc`` hold the others.
+The transports: :mod:`voice.bench.native` (the native protocol, and :func:`call` for
+`voice call`), :mod:`voice.bench.webrtc` (a browser-like aiortc peer) and
+:mod:`voice.bench.carrier` (a Twilio or Telnyx media stream). `voice bench`, `voice call`,
+the benchmarks and the tests all call through these.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed
-
-from voice.audio.frames import FRAME_MS, SPEECH_RATE, PcmFrame, frame_bytes
-from voice.audio.resample import resample
+from voice.audio.frames import FRAME_MS, PcmFrame
 from voice.bench.ear import Ear
 
 MIC_STALL_S = 10.0
 """How far behind its audio a caller's microphone may fall before it counts as stalled."""
 
+EventHook = Callable[[dict[str, Any]], None]
+"""Called with each event as it arrives (`voice call` prints them)."""
+
 
 class Caller:
-    """Connect with ``async with``; talk with ``say()``; read ``events``, ``errors``, ``ear``."""
+    """Connect with ``async with``; talk with ``say()``; read ``events``, ``errors``, ``ear``.
+
+    ``keep_audio`` keeps the reply audio as received in ``received`` (PCM16 at the ear's
+    rate), for a caller that saves or inspects it; a load generator leaves it off.
+    """
 
     interrupt_event = "response.interrupted"
     """The event type that tells this caller its reply was cut."""
 
-    def __init__(self, ear: Ear) -> None:
+    def __init__(
+        self, ear: Ear, *, keep_audio: bool = False, on_event: EventHook | None = None
+    ) -> None:
         self.ear = ear
-        self.events: list[tuple[float, dict[str, Any]]] = []
+        self.events: list[dict[str, Any]] = []
         self.errors: list[str] = []
         self.closed = asyncio.Event()
+        self.received = bytearray()
+        self.mic_started: float | None = None
+        """When the microphone's first frame was captured (caller clock): where the audio
+        the server counts in (``audio_end_ms``) begins."""
+        self._keep_audio = keep_audio
+        self._on_event = on_event
         self._mic: deque[bytes] = deque()
         self._first_sent: asyncio.Future[float] | None = None
         self._spoken = asyncio.Event()
-        self._new_event = asyncio.Event()
+        self._changed = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
 
     async def __aenter__(self) -> Caller:
@@ -57,10 +69,13 @@ class Caller:
 
     async def say(self, audio: PcmFrame) -> float:
         """Queue ``audio``; returns, once it is being sent, when its first sample was spoken
-        (caller clock): recording offsets add to this to give caller-clock times."""
+        (caller clock): recording offsets add to this to give caller-clock times. On a line
+        that is gone, it returns at once: nothing more will be sent."""
         self._spoken.clear()
         self._mic.extend(self._frames(audio))
         self._first_sent = asyncio.get_running_loop().create_future()
+        if self.closed.is_set():
+            self._first_sent.set_result(time.monotonic())
         return await self._first_sent
 
     def _frames(self, audio: PcmFrame) -> Iterable[bytes]:
@@ -69,6 +84,8 @@ class Caller:
 
     def _next_frame(self, captured: float) -> bytes | None:
         """The microphone's frame captured at ``captured``: queued speech, or None (silence)."""
+        if self.mic_started is None:
+            self.mic_started = captured
         if not self._mic:
             return None
         frame = self._mic.popleft()
@@ -98,35 +115,63 @@ class Caller:
             self.errors.append("microphone_stalled")
             self.hush()
 
-    def _record(self, now: float, event: dict[str, Any]) -> None:
-        self.events.append((now, event))
-        self._new_event.set()
+    def _hear(self, pcm: bytes, now: float) -> None:
+        """Reply audio arrived at ``now`` (PCM16 at the ear's rate)."""
+        self.ear.receive(pcm, now)
+        if self._keep_audio:
+            self.received += pcm
+        self._changed.set()
+
+    def _record(self, event: dict[str, Any]) -> None:
+        self.events.append(event)
+        if self._on_event is not None:
+            self._on_event(event)
+        self._changed.set()
 
     def _hung_up(self, why: str | None = None) -> None:
         """The line is gone (``why``, if it broke): record that once, and wake every waiter."""
         if why is not None and not self.closed.is_set():
             self.errors.append(f"connection_closed: {why}")
         self.closed.set()
-        self._new_event.set()
+        self._changed.set()
         self._spoken.set()  # nothing more will be sent
+        first = self._first_sent
+        if first is not None and not first.done():
+            first.set_result(time.monotonic())
+
+    async def wait_until(self, predicate: Callable[[], Any], timeout_s: float) -> bool:
+        """Wait until ``predicate()`` holds, checked whenever this caller hears or records
+        anything; False on timeout, or if the line is gone and it still does not hold."""
+        try:
+            async with asyncio.timeout(timeout_s):
+                while not predicate():
+                    if self.closed.is_set():
+                        return bool(predicate())
+                    self._changed.clear()
+                    await self._changed.wait()
+        except TimeoutError:
+            return False
+        return True
 
     async def wait_for(
         self, predicate: Callable[[dict[str, Any]], bool], *, since: int, timeout_s: float
-    ) -> tuple[float, dict[str, Any]] | None:
+    ) -> dict[str, Any] | None:
         """The first event from index ``since`` on that matches; None on timeout or close."""
-        try:
-            async with asyncio.timeout(timeout_s):
-                while True:
-                    for at, event in self.events[since:]:
-                        if predicate(event):
-                            return at, event
-                    since = len(self.events)
-                    if self.closed.is_set():
-                        return None
-                    self._new_event.clear()
-                    await self._new_event.wait()
-        except TimeoutError:
-            return None
+        found: list[dict[str, Any]] = []
+
+        def seen() -> bool:
+            nonlocal since
+            found.extend(e for e in self.events[since:] if predicate(e))
+            since = len(self.events)
+            return bool(found)
+
+        await self.wait_until(seen, timeout_s)
+        return found[0] if found else None
+
+    async def wait_for_events(self, kind: str, count: int = 1, *, timeout_s: float) -> bool:
+        """Wait until ``count`` events of type ``kind`` arrived in all; False on timeout or
+        if the line is gone first."""
+        return await self.wait_until(lambda: len(self.of_type(kind)) >= count, timeout_s)
 
     async def reply_finished(
         self, *, since: int, after: float, timeout_s: float, completed: bool = False
@@ -140,7 +185,47 @@ class Caller:
             return not completed or event.get("status") != "interrupted"
 
         found = await self.wait_for(done, since=since, timeout_s=timeout_s)
-        return None if found is None else found[1].get("timings")
+        return None if found is None else found.get("timings")
+
+    # What a call on the native protocol's events heard (the WebRTC data channel carries
+    # the same events).
+
+    def of_type(self, kind: str) -> list[dict[str, Any]]:
+        return [e for e in self.events if e.get("type") == kind]
+
+    @property
+    def transcript(self) -> str:
+        return " ".join(e["text"] for e in self.of_type("input.transcript"))
+
+    @property
+    def reply_text(self) -> str:
+        return "".join(e["delta"] for e in self.of_type("response.text.delta"))
+
+    @property
+    def first_sound_at(self) -> float | None:
+        """When the first reply sound reached the ear (caller clock), if any did."""
+        spans = self.ear.spans()
+        return spans[0].start if spans else None
+
+    @property
+    def voice_to_voice_ms(self) -> float | None:
+        """First reply sound heard − end of the caller's first speech, as the server's VAD
+        placed it (``input.speech_stopped``) on the microphone's clock."""
+        stopped = [e for e in self.of_type("input.speech_stopped") if not e.get("discarded")]
+        heard = self.first_sound_at
+        if not stopped or heard is None or self.mic_started is None:
+            return None
+        speech_end = self.mic_started + float(stopped[0]["audio_end_ms"]) / 1000.0
+        return (heard - speech_end) * 1000.0
+
+    def reply_frame(self) -> PcmFrame:
+        """The reply audio kept (``keep_audio``), as received."""
+        return PcmFrame(bytes(self.received), self.ear.sample_rate)
+
+
+def cut(data: bytes, step: int, pad: bytes = b"\0") -> Iterator[bytes]:
+    """``data`` in frames of ``step`` bytes, the last one filled up with ``pad``."""
+    return (data[i : i + step].ljust(step, pad) for i in range(0, len(data), step))
 
 
 async def real_time(frame_s: float, send: Callable[[float], Any]) -> None:
@@ -159,62 +244,3 @@ async def real_time(frame_s: float, send: Callable[[float], Any]) -> None:
         if delay > 0:
             await asyncio.sleep(delay)
         await send(captured)
-
-
-class NativeCaller(Caller):
-    """A caller on the native protocol: PCM16 binary frames and JSON events."""
-
-    def __init__(self, url: str, *, input_rate: int = 16_000) -> None:
-        super().__init__(Ear(SPEECH_RATE))
-        self.url = url
-        self.input_rate = input_rate
-        self._ws: ClientConnection | None = None
-
-    async def __aenter__(self) -> NativeCaller:
-        self._ws = await connect(self.url, max_size=2**22, open_timeout=10)
-        session = {
-            "input_audio": {"format": "pcm16", "sample_rate": self.input_rate},
-            "output_audio": {"format": "pcm16", "sample_rate": SPEECH_RATE},
-        }
-        await self._ws.send(json.dumps({"type": "session.update", "session": session}))
-        self._tasks = [
-            asyncio.create_task(real_time(FRAME_MS / 1000.0, self._send)),
-            asyncio.create_task(self._receive()),
-        ]
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await super().__aexit__(*exc)
-        if self._ws is not None:
-            await self._ws.close()
-
-    def _frames(self, audio: PcmFrame) -> Iterable[bytes]:
-        pcm = audio.pcm
-        if audio.sample_rate != self.input_rate:
-            pcm = resample(pcm, audio.sample_rate, self.input_rate)
-        step = frame_bytes(self.input_rate, FRAME_MS)
-        return (pcm[i : i + step].ljust(step, b"\0") for i in range(0, len(pcm), step))
-
-    async def _send(self, captured: float) -> None:
-        assert self._ws is not None
-        frame = self._next_frame(captured)
-        await self._ws.send(frame or bytes(frame_bytes(self.input_rate, FRAME_MS)))
-
-    async def _receive(self) -> None:
-        assert self._ws is not None
-        try:
-            async for message in self._ws:
-                now = time.monotonic()
-                if isinstance(message, bytes):
-                    self.ear.receive(message, now)
-                    continue
-                event = json.loads(message)
-                if event.get("type") == "response.interrupted":
-                    self.ear.flush(now)  # a caller drops reply audio it still holds
-                if event.get("type") == "error":
-                    self.errors.append(event.get("code", "error"))
-                self._record(now, event)
-        except (ConnectionClosed, OSError) as exc:
-            self._hung_up(str(exc))
-        finally:
-            self._hung_up()

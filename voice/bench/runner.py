@@ -17,9 +17,10 @@ from typing import Any
 
 from websockets.exceptions import InvalidHandshake
 
-from voice.bench.caller import Caller, NativeCaller
+from voice.bench.caller import Caller
+from voice.bench.carrier import TWILIO, CarrierCaller
+from voice.bench.native import NativeCaller
 from voice.bench.stats import percentile, summarize
-from voice.bench.twilio import TwilioCaller
 from voice.bench.webrtc import CallRefused, WebRtcCaller
 from voice.bench.workload import Recording, Workload
 
@@ -37,7 +38,8 @@ def caller_for(url: str, index: int) -> Caller:
     if url.startswith(("http://", "https://")):
         return WebRtcCaller(url)
     if url.rstrip("/").endswith("/twilio"):
-        return TwilioCaller(url, index=index)
+        sid = f"MZbench{index:025d}"
+        return CarrierCaller(url, TWILIO, sid=sid, parameters={"bench": "1"})
     return NativeCaller(url)
 
 

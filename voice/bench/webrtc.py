@@ -1,12 +1,15 @@
 """One simulated browser on WebRTC: an aiortc peer that calls as the page in voice/web does.
 
 It opens the ``events`` data channel and one sendrecv audio transceiver, posts its offer
-(ICE gathered in full) to ``POST /v1/webrtc/offer``, and applies the answer. Its microphone
-track hands aiortc one 20 ms frame per 20 ms of the caller's clock, recorded speech or
-silence; the reply track's decoded frames go to the ear as they come out of aiortc's jitter
-buffer, which is when a browser would play them. A barge-in needs no flush here: the server
-stops sending, and what already arrived is what the caller heard. The JSON events on the
-data channel are the native protocol's, so server timings join each turn as they do there.
+(ICE gathered in full) to ``POST /v1/webrtc/offer``, and applies the answer; ``codec`` (a
+MIME type such as ``audio/PCMU``) makes the offer carry that codec only, else it offers all
+of aiortc's, Opus first, as a browser does. Its microphone track hands aiortc one 20 ms
+frame per 20 ms of the caller's clock, recorded speech or silence; the reply track's decoded
+frames (at 48 kHz, G.711 and G.722 resampled to it) go to the ear as they come out of
+aiortc's jitter buffer, which is when a browser would play them. A barge-in needs no flush
+here: the server stops sending, and what already arrived is what the caller heard. The
+JSON events on the data channel are the native protocol's, so server timings join each turn
+as they do there.
 
 Nothing here contacts a STUN server; against a server on loopback, candidates are gathered
 on 127.0.0.1 only (the server offers it when it listens there).
@@ -26,12 +29,12 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import av
-from aiortc import RTCPeerConnection, RTCSessionDescription
+from aiortc import RTCPeerConnection, RTCRtpSender, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from voice.audio.frames import SAMPLE_WIDTH, PcmFrame
-from voice.audio.resample import resample
-from voice.bench.caller import Caller
+from voice.audio.resample import Resampler, resample
+from voice.bench.caller import Caller, EventHook, cut
 from voice.bench.ear import Ear
 from voice.transports.ice import AIOICE_DEFAULT, HostAddresses, gathering_on, rtc_configuration
 from voice.transports.rtc_audio import caller_pcm
@@ -68,6 +71,14 @@ def _gathering_for(url: str) -> HostAddresses:
     return HostAddresses(only=("127.0.0.1",)) if loopback else AIOICE_DEFAULT
 
 
+async def local_offer(pc: RTCPeerConnection, addresses: HostAddresses) -> str:
+    """Set ``pc``'s offer, its ICE candidates gathered (in full) on ``addresses``; its SDP."""
+    with gathering_on(addresses):
+        await pc.setLocalDescription(await pc.createOffer())
+    sdp: str = pc.localDescription.sdp
+    return sdp
+
+
 class _Microphone(MediaStreamTrack):
     """The caller's microphone as aiortc pulls it: one frame per 20 ms, by pts."""
 
@@ -100,16 +111,40 @@ class _Microphone(MediaStreamTrack):
 
 
 class WebRtcCaller(Caller):
-    """A browser-like caller over WebRTC (see the module docstring)."""
+    """A browser-like caller over WebRTC (see the module docstring).
 
-    def __init__(self, url: str, *, session: dict[str, Any] | None = None) -> None:
-        super().__init__(Ear(RATE))
+    ``session`` goes with the offer (the server's session settings); ``send()`` puts a
+    control message on the events channel.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        session: dict[str, Any] | None = None,
+        codec: str | None = None,
+        keep_audio: bool = False,
+        on_event: EventHook | None = None,
+    ) -> None:
+        super().__init__(Ear(RATE), keep_audio=keep_audio, on_event=on_event)
         self.url = offer_url(url)
         self.session_id = ""
         self._session = session
+        self._codec = codec
         self._pc = RTCPeerConnection(rtc_configuration(()))
+        self._channel: Any = None
         self._mic_track = _Microphone(self)
         self._leaving = False  # we hang up: the connection closing is no error then
+
+    @property
+    def connection_state(self) -> str:
+        """The peer connection's state, as aiortc names it (``connected``, ``closed``…)."""
+        state: str = self._pc.connectionState
+        return state
+
+    def send(self, message: dict[str, Any] | str | bytes) -> None:
+        """Send ``message`` on the events channel (a dict as JSON, text or bytes as is)."""
+        self._channel.send(message if isinstance(message, str | bytes) else json.dumps(message))
 
     async def __aenter__(self) -> WebRtcCaller:
         try:
@@ -126,16 +161,18 @@ class WebRtcCaller(Caller):
 
     async def _connect(self) -> None:
         pc = self._pc
-        channel = pc.createDataChannel("events")
+        self._channel = channel = pc.createDataChannel("events")
         opened = asyncio.Event()
         channel.on("open", opened.set)
         channel.on("message", self._on_message)
         pc.on("track", self._on_track)
         pc.on("connectionstatechange", self._on_state)
-        pc.addTransceiver(self._mic_track, direction="sendrecv")
-        with gathering_on(_gathering_for(self.url)):
-            await pc.setLocalDescription(await pc.createOffer())
-        body: dict[str, Any] = {"sdp": pc.localDescription.sdp, "type": "offer"}
+        transceiver = pc.addTransceiver(self._mic_track, direction="sendrecv")
+        if self._codec is not None:
+            codecs = RTCRtpSender.getCapabilities("audio").codecs
+            transceiver.setCodecPreferences([c for c in codecs if c.mimeType == self._codec])
+        sdp = await local_offer(pc, _gathering_for(self.url))
+        body: dict[str, Any] = {"sdp": sdp, "type": "offer"}
         if self._session is not None:
             body["session"] = self._session
         async with asyncio.timeout(CONNECT_TIMEOUT_S):
@@ -148,11 +185,9 @@ class WebRtcCaller(Caller):
         pcm = audio.pcm
         if audio.sample_rate != RATE:
             pcm = resample(pcm, audio.sample_rate, RATE)
-        step = SAMPLES * SAMPLE_WIDTH
-        return (pcm[i : i + step].ljust(step, b"\0") for i in range(0, len(pcm), step))
+        return cut(pcm, SAMPLES * SAMPLE_WIDTH)
 
     def _on_message(self, message: str | bytes) -> None:
-        now = time.monotonic()
         try:
             event = json.loads(message)
         except ValueError:
@@ -160,7 +195,7 @@ class WebRtcCaller(Caller):
             return
         if event.get("type") == "error":
             self.errors.append(event.get("code", "error"))
-        self._record(now, event)
+        self._record(event)
 
     def _on_track(self, track: MediaStreamTrack) -> None:
         if track.kind == "audio":
@@ -172,11 +207,17 @@ class WebRtcCaller(Caller):
             self._hung_up(None if self._leaving else f"WebRTC connection {state}")
 
     async def _listen(self, track: MediaStreamTrack) -> None:
+        resampler: Resampler | None = None  # for G.711 and G.722, decoded at 8 or 16 kHz
         try:
             while True:
                 frame = await track.recv()
-                if isinstance(frame, av.AudioFrame):
-                    self.ear.receive(caller_pcm(frame), time.monotonic())
+                if not isinstance(frame, av.AudioFrame):
+                    continue
+                pcm = caller_pcm(frame)
+                if frame.sample_rate != RATE:
+                    resampler = resampler or Resampler(frame.sample_rate, RATE)
+                    pcm = resampler.process(pcm)
+                self._hear(pcm, time.monotonic())
         except MediaStreamError:
             self._hung_up(None if self._leaving else "the reply track ended")
 

@@ -1,13 +1,16 @@
-"""A protocol-faithful far end of a carrier media stream (Twilio, or Telnyx), for tests.
+"""The far end of a carrier's media stream (Twilio, or Telnyx): one simulated phone call.
 
 It behaves as the carrier does, written from the carriers' documentation and independent of
 the server's code: ``connected``, ``start``, then one ``media`` message per 20 ms at real-time
 cadence (silence when the caller says nothing), numbered as the carrier numbers them, and
-``stop`` at the end. Reply audio is played on a modelled playback clock: each chunk starts
-when the one before it ends; a ``mark`` is echoed once the audio queued before it has played
-(at once if nothing is queued); a ``clear`` drops what is queued and returns every mark still
-waiting. Anything the server sends that the carrier would reject is recorded in
-``violations``.
+``stop`` at the end. Reply audio is played on a modelled playback clock (:class:`FarEnd`):
+each chunk starts when the one before it ends; a ``mark`` is echoed once the audio queued
+before it has played (at once if nothing is queued); a ``clear`` drops what is queued and
+returns every mark still waiting. Anything the server sends that the carrier would reject is
+recorded in ``violations`` (and ``errors``).
+
+The protocol carries no server timings and no end-of-reply event: for `voice bench`, a reply
+counts as finished once it has been heard and then nothing more arrived for ``QUIET_S``.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import base64
 import json
 import time
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,11 +28,15 @@ import numpy as np
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from voice.audio.frames import PcmFrame
+from voice.audio.frames import FRAME_MS, PcmFrame
 from voice.audio.g711 import mulaw_decode, mulaw_encode
 from voice.audio.resample import resample
+from voice.bench.caller import Caller, cut, real_time
+from voice.bench.ear import Ear
 
-FRAME_S = 0.020
+FRAME_S = FRAME_MS / 1000.0
+QUIET_S = 1.0
+"""Silence from the server that marks the end of a reply on a protocol with no such event."""
 
 
 @dataclass(frozen=True)
@@ -46,6 +54,11 @@ class Carrier:
     @property
     def frame_bytes(self) -> int:
         return int(self.rate * FRAME_S) * self.sample_bytes
+
+    @property
+    def silence(self) -> bytes:
+        """One byte of silence: mu-law codes it as 0xFF."""
+        return b"\0" if self.encoding == "L16" else b"\xff"
 
     def encode(self, pcm16: bytes, rate: int) -> bytes:
         pcm = resample(pcm16, rate, self.rate) if rate != self.rate else pcm16
@@ -78,7 +91,7 @@ class Carrier:
         number, stream = self.names
         return (
             f'{{"event":"media","{number}":"{seq}","{stream}":{json.dumps(sid)},"media":'
-            f'{{"track":"inbound","chunk":"{chunk}","timestamp":"{(chunk - 1) * 20}",'
+            f'{{"track":"inbound","chunk":"{chunk}","timestamp":"{(chunk - 1) * FRAME_MS}",'
             f'"payload":"{payload}"}}}}'
         )
 
@@ -87,12 +100,12 @@ class Carrier:
             return json.dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"})
         return json.dumps({"event": "connected", "version": "1.0.0"})
 
-    def start(self, sid: str, parameters: dict[str, str]) -> str:
+    def start(self, sid: str, call_sid: str, parameters: dict[str, str]) -> str:
         if self.name == "twilio":
             body: dict[str, Any] = {
                 "accountSid": "AC" + "0" * 32,
                 "streamSid": sid,
-                "callSid": "CA" + "1" * 32,
+                "callSid": call_sid,
                 "tracks": ["inbound"],
                 "customParameters": parameters,
                 "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
@@ -110,6 +123,9 @@ class Carrier:
             }
         return self.message("start", 1, sid, body)
 
+    def default_sid(self) -> str:
+        return "MZ" + "a" * 32 if self.name == "twilio" else "32DE0DEA-53CB-4B21"
+
 
 TWILIO = Carrier("twilio", "audio/x-mulaw", 8_000)
 TELNYX_PCMU = Carrier("telnyx", "PCMU", 8_000)
@@ -123,7 +139,7 @@ class Played:
     start: float
     end: float
     audio: bytes
-    """Decoded PCM16 at the carrier's rate."""
+    """Decoded PCM16 at the carrier's rate (empty when not kept)."""
 
 
 @dataclass
@@ -189,48 +205,55 @@ class FarEnd:
         return bytes(out)
 
 
-class CarrierCaller:
+class CarrierCaller(Caller):
     """Connect with ``async with``; talk with ``say()``; inspect ``far_end`` and ``violations``.
 
-    ``swap_every``: every that-many frames, two neighbouring media messages are sent in
-    swapped order (as a carrier that does not guarantee order may). ``keep_audio=False``
-    keeps only the length of reply chunks (a load generator's far end). ``deflate`` offers
-    permessage-deflate; off by default, as carriers' media (base64 audio) barely compresses.
+    ``parameters`` arrive at the server as the stream's custom parameters; ``headers`` go
+    with the handshake (a signature, a token). ``swap_every``: every that-many frames, two
+    neighbouring media messages are sent in swapped order (as a carrier that does not
+    guarantee order may). ``keep_audio`` keeps the decoded reply in ``far_end``'s chunks
+    (and ``received``); ``listen=False`` keeps only the length of reply chunks, decoding
+    nothing and leaving the ear empty (a load generator that counts bytes). ``deflate``
+    offers permessage-deflate; off by default, as carriers' media (base64 audio) barely
+    compresses.
     """
+
+    interrupt_event = "clear"
+    """What tells this caller its reply was cut: the carrier's ``clear``."""
 
     def __init__(
         self,
         url: str,
         carrier: Carrier = TWILIO,
         *,
+        sid: str | None = None,
         parameters: dict[str, str] | None = None,
         headers: dict[str, str] | None = None,
         swap_every: int = 0,
-        keep_audio: bool = True,
+        listen: bool = True,
+        keep_audio: bool = False,
         deflate: bool = False,
     ) -> None:
+        super().__init__(Ear(carrier.rate), keep_audio=keep_audio)
         self.url = url
         self.carrier = carrier
-        self.sid = "MZ" + "a" * 32 if carrier.name == "twilio" else "32DE0DEA-53CB-4B21"
+        self.sid = sid or carrier.default_sid()
+        self.call_sid = "CA" + self.sid[2:]
         self.parameters = parameters or {}
         self.headers = headers or {}
         self.swap_every = swap_every
-        self.keep_audio = keep_audio
+        self.listen = listen
         self.deflate = deflate
         self.far_end = FarEnd(carrier.rate)
         self.violations: list[str] = []
         self.echoed: list[tuple[float, str]] = []
-        self.closed = asyncio.Event()
-        self.close_code: int | None = None
         self._seq = 1
         self._chunk = 0
-        self._mic: deque[bytes] = deque()
-        self._first_sent: asyncio.Future[float] | None = None
-        self._spoken = asyncio.Event()
+        self._held: str | None = None
         self._marks = asyncio.Event()
-        self._changed = asyncio.Event()
+        self._stopped = False
         self._ws: ClientConnection | None = None
-        self._tasks: list[asyncio.Task[None]] = []
+        self._streaming: list[asyncio.Task[None]] = []
 
     async def __aenter__(self) -> CarrierCaller:
         await self.connect()
@@ -251,29 +274,26 @@ class CarrierCaller:
     async def begin(self) -> None:
         """Send ``start``, then media every 20 ms from now on."""
         assert self._ws is not None
-        await self._ws.send(self.carrier.start(self.sid, self.parameters))
-        self._tasks.append(asyncio.create_task(self._send_media()))
-        self._tasks.append(asyncio.create_task(self._echo_marks()))
+        await self._ws.send(self.carrier.start(self.sid, self.call_sid, self.parameters))
+        self._streaming = [
+            asyncio.create_task(real_time(FRAME_S, self._send_media)),
+            asyncio.create_task(self._echo_marks()),
+        ]
+        self._tasks += self._streaming
 
     async def __aexit__(self, *exc: object) -> None:
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._ws is not None and self._streaming and not self._stopped:
+            try:
+                await self.stop()
+            except ConnectionClosed:
+                pass
+        await super().__aexit__(*exc)
         if self._ws is not None:
             await self._ws.close()
 
-    async def say(self, audio: PcmFrame) -> float:
-        """Queue ``audio``; returns when its first sample was spoken (monotonic clock)."""
+    def _frames(self, audio: PcmFrame) -> Iterable[bytes]:
         data = self.carrier.encode(audio.pcm, audio.sample_rate)
-        step = self.carrier.frame_bytes
-        pad = b"\xff" if self.carrier.encoding != "L16" else b"\0"  # mu-law silence is 0xFF
-        self._mic.extend(data[i : i + step].ljust(step, pad) for i in range(0, len(data), step))
-        self._spoken.clear()
-        self._first_sent = asyncio.get_running_loop().create_future()
-        return await self._first_sent
-
-    async def until_spoken(self) -> None:
-        await self._spoken.wait()
+        return cut(data, self.carrier.frame_bytes, self.carrier.silence)
 
     async def send(self, text: str | bytes) -> None:
         """Send a raw message as it is (for bad-input tests)."""
@@ -290,75 +310,56 @@ class CarrierCaller:
 
     async def stop(self) -> None:
         """Send ``stop`` (the caller hung up); the microphone goes quiet."""
-        for task in self._tasks[1:]:
+        self._stopped = True
+        for task in self._streaming:
             task.cancel()
-        await asyncio.gather(*self._tasks[1:], return_exceptions=True)
-        await self._send_numbered("stop", {"callSid": "CA" + "1" * 32})
+        await asyncio.gather(*self._streaming, return_exceptions=True)
+        await self._send_numbered("stop", {"callSid": self.call_sid})
 
     def media(self, payload: bytes | str, chunk: int | None = None) -> str:
-        """A media message with this caller's numbering (``payload`` bytes are base64ed)."""
+        """A media message with this caller's numbering (``payload`` bytes are base64ed);
+        ``chunk`` numbers it as another than the next."""
         if isinstance(payload, bytes):
             payload = base64.b64encode(payload).decode()
         self._seq += 1
         if chunk is None:
             self._chunk += 1
             chunk = self._chunk
-        body = {"track": "inbound", "chunk": str(chunk), "timestamp": "0", "payload": payload}
-        return self.carrier.message("media", self._seq, self.sid, body)
+        return self.carrier.media(self._seq, self.sid, chunk, payload)
 
-    async def wait_until(self, predicate, timeout_s: float) -> bool:
-        """Wait until ``predicate()`` holds, checked on every message received or echoed."""
-        try:
-            async with asyncio.timeout(timeout_s):
-                while not predicate():
-                    if self.closed.is_set():
-                        return bool(predicate())
-                    self._changed.clear()
-                    await self._changed.wait()
-        except TimeoutError:
-            return False
-        return True
+    async def reply_finished(
+        self, *, since: int, after: float, timeout_s: float, completed: bool = False
+    ) -> dict[str, float | None] | None:
+        """Wait until a reply was heard after ``after`` and the line has gone quiet; the
+        protocol carries no timings, so this returns None."""
+        deadline = time.monotonic() + timeout_s
+        far = self.far_end
+        while time.monotonic() < deadline and not self.closed.is_set():
+            heard = self.ear.onset_after(after) is not None
+            now = time.monotonic()
+            quiet = now - (far.last_media_at or 0.0) > QUIET_S
+            if heard and quiet and now > far.play_end:
+                return None
+            await asyncio.sleep(0.05)
+        return None
 
     async def _send_numbered(self, event: str, body: dict[str, Any]) -> None:
         assert self._ws is not None
+        # Numbered before any await: the sender and the mark echo share one numbering.
         self._seq += 1
         await self._ws.send(self.carrier.message(event, self._seq, self.sid, body))
 
-    def _media_message(self, frame: bytes) -> str:
-        self._chunk += 1
-        self._seq += 1
-        payload = base64.b64encode(frame).decode()
-        return self.carrier.media(self._seq, self.sid, self._chunk, payload)
-
-    async def _send_media(self) -> None:
+    async def _send_media(self, captured: float) -> None:
         assert self._ws is not None
-        silence = (b"\0" if self.carrier.encoding == "L16" else b"\xff") * self.carrier.frame_bytes
-        started = time.monotonic()
-        held: str | None = None
-        n = 0
-        while True:
-            captured = started + n * FRAME_S
-            n += 1
-            delay = captured + FRAME_S - time.monotonic()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            if self._mic:
-                frame = self._mic.popleft()
-                first = self._first_sent
-                if first is not None and not first.done():
-                    first.set_result(captured)
-                if not self._mic:
-                    self._spoken.set()
-            else:
-                frame = silence
-            message = self._media_message(frame)
-            if self.swap_every and n % self.swap_every == 0 and held is None:
-                held = message  # sent after the next one
-                continue
-            await self._ws.send(message)
-            if held is not None:
-                await self._ws.send(held)
-                held = None
+        frame = self._next_frame(captured) or self.carrier.silence * self.carrier.frame_bytes
+        message = self.media(frame)
+        if self.swap_every and self._chunk % self.swap_every == 0 and self._held is None:
+            self._held = message  # sent after the next one
+            return
+        await self._ws.send(message)
+        if self._held is not None:
+            held, self._held = self._held, None
+            await self._ws.send(held)
 
     async def _echo_marks(self) -> None:
         due = self.far_end.marks_due
@@ -377,39 +378,37 @@ class CarrierCaller:
                     pass
                 continue
             _, name = due.popleft()
-            await self._echo(name)
-
-    async def _echo(self, name: str) -> None:
-        self.echoed.append((time.monotonic(), name))
-        self._changed.set()
-        await self._send_numbered("mark", {"name": name})
+            self.echoed.append((time.monotonic(), name))
+            self._changed.set()
+            await self._send_numbered("mark", {"name": name})
 
     async def _receive(self) -> None:
         assert self._ws is not None
         try:
             async for message in self._ws:
                 self._check(message, time.monotonic())
-                self._changed.set()
-        except (ConnectionClosed, OSError):
-            pass
+        except (ConnectionClosed, OSError) as exc:
+            self._hung_up(None if self._stopped else str(exc))
         finally:
-            self.close_code = self._ws.close_code
-            self.closed.set()
-            self._changed.set()
+            self._hung_up()
+
+    def _violation(self, what: str) -> None:
+        self.violations.append(what)
+        self.errors.append(f"protocol_violation: {what}")
 
     def _check(self, message: str | bytes, now: float) -> None:
         if isinstance(message, bytes):
-            self.violations.append("binary frame")
+            self._violation("binary frame")  # Twilio rejects these (31950)
             return
         try:
             data = json.loads(message)
         except json.JSONDecodeError:
-            self.violations.append(f"not JSON: {message[:60]!r}")
+            self._violation(f"not JSON: {message[:60]!r}")
             return
         event = data.get("event")
         if self.carrier.name == "twilio" and data.get("streamSid") != self.sid:
-            self.violations.append(f"{event} without our streamSid")
-        if event == "media" and not self.keep_audio:
+            self._violation(f"{event} without our streamSid")
+        if event == "media" and not self.listen:
             # A load generator only needs each chunk's length, not its audio.
             encoded = data["media"]["payload"]
             size = len(encoded) * 3 // 4 - encoded[-2:].count("=")
@@ -418,20 +417,24 @@ class CarrierCaller:
             try:
                 payload = base64.b64decode(data["media"]["payload"], validate=True)
             except (KeyError, TypeError, ValueError):
-                self.violations.append("media without a base64 payload")
+                self._violation("media without a base64 payload")
                 return
             if len(payload) % self.carrier.sample_bytes:
-                self.violations.append("media payload of part of a sample")
-            self.far_end.media(self.carrier.decode(payload), now)
+                self._violation("media payload of part of a sample")
+            pcm = self.carrier.decode(payload)
+            self.far_end.media(pcm if self._keep_audio else b"", now, len(pcm) // 2)
+            self._hear(pcm, now)
         elif event == "mark":
             name = data.get("mark", {}).get("name")
             if not isinstance(name, str):
-                self.violations.append("mark without a name")
+                self._violation("mark without a name")
                 return
             self.far_end.mark(name, now)
             self._marks.set()
         elif event == "clear":
             self.far_end.clear(now)
+            self.ear.flush(now)
             self._marks.set()
         else:
-            self.violations.append(f"unexpected event {event!r}")
+            self._violation(f"unexpected event {event!r}")
+        self._record({"type": event})
