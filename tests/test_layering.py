@@ -21,7 +21,7 @@ LAYERS = [
     ("pipeline", ("voice.pipeline",)),
     ("transports", ("voice.transports",)),
     ("app", ("voice.app",)),
-    ("edge", ("voice.bench", "voice.client", "voice.cli", "voice.web")),
+    ("edge", ("voice.bench", "voice.cli", "voice.web")),
 ]
 """Innermost first: a module may import its own layer and those before it, never after."""
 

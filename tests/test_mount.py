@@ -15,7 +15,7 @@ import voice
 from tests.samples import recording, text
 from tests.servers import serve_app
 from tests.stack import REPLY, SIMULATION
-from voice.client import call
+from voice.bench.native import call
 from voice.gateway.server import create_gateway_app
 from voice.gateway.simulated import SimulatedGateway
 

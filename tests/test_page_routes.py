@@ -1,6 +1,7 @@
 """The call page's files, served by the app over real HTTP, and shipped in the package."""
 
 import re
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -43,9 +44,17 @@ def test_the_wheel_carries_every_package_and_every_page_file(tmp_path):
     # pyproject.toml lists the packages (web/ installs as voice.web): a wheel built from it
     # must hold every module under voice/ and every file of the page, or an installed
     # `voice serve` breaks where a checkout works.
+    # Built from a copy: setuptools leaves build/ in the source tree, and a stale one there
+    # would put modules in the wheel that the tree no longer has.
+    source = tmp_path / "src"
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    for folder in ("voice", "web"):
+        shutil.copytree(ROOT / folder, source / folder, ignore=ignore)
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, source / name)
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-         "-w", str(tmp_path), str(ROOT)],
+         "-w", str(tmp_path), str(source)],
         check=True,
         capture_output=True,
     )  # fmt: skip
