@@ -132,6 +132,15 @@ class ErrorEvent:
 
 
 @dataclass(frozen=True, slots=True)
+class SessionEnded:
+    """The server ends the session (``reason``: ``idle``, ``max_duration``, ...); the last
+    event before the transport closes."""
+
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
 class DtmfReceived:
     """The caller pressed a telephone key (``0-9``, ``*``, ``#``, ``A-D``)."""
 
@@ -151,4 +160,5 @@ SessionEvent = (
     | ResponseDone
     | ErrorEvent
     | DtmfReceived
+    | SessionEnded
 )

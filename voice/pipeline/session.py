@@ -35,6 +35,7 @@ from voice.core.events import (
     ResponseDone,
     ResponseInterrupted,
     ResponseStatus,
+    SessionEnded,
     SessionEvent,
     SpeechDiscarded,
     SpeechStarted,
@@ -42,11 +43,12 @@ from voice.core.events import (
     Transcript,
     TurnEvent,
 )
+from voice.core.limits import TurnRate
 from voice.core.turns import TurnDetector
 from voice.errors import GatewayAuthError, GatewayError, PaymentRequired
 from voice.gateway.base import Gateway
 from voice.pipeline.reply import Reply, Transcription
-from voice.pipeline.sink import AudioSink, Emit, NullSink
+from voice.pipeline.sink import AudioSink, Emit, Hangup, NullSink
 from voice.vad import SpeechClassifier, WebRtcVad
 
 logger = logging.getLogger(__name__)
@@ -87,6 +89,7 @@ class Session:
         gateway: Gateway,
         observe: Emit | None = None,
         vad: SpeechClassifier | None = None,
+        max_session_s: float | None = None,
     ) -> None:
         self.id = session_id
         self.settings = settings
@@ -118,11 +121,39 @@ class Session:
         self._reply: Reply | None = None
         self._reply_task: asyncio.Task[None] | None = None
         self._response_ids = itertools.count(1)
+        limits = settings.limits
+        self._turn_rate = TurnRate(limits.max_turns_per_min)
+        self._idle_s = limits.idle_timeout_s
+        self._max_s = min(limits.max_session_s, max_session_s or limits.max_session_s)
+        self._hangup: Hangup | None = None
+        self._timers: list[asyncio.TimerHandle] = []
+        self._limits_armed = False
+        self._last_voiced = 0.0
+        self.ended: str | None = None
+        """Why the server ended the session (``idle``, ``max_duration``); None while it runs."""
 
-    def attach(self, sink: AudioSink, emit: Emit) -> None:
+    def attach(self, sink: AudioSink, emit: Emit, hangup: Hangup | None = None) -> None:
         """The transport's output: reply audio into ``sink``, events to ``emit`` (after the
-        observer). Called once, before the first audio is fed."""
+        observer), and ``hangup`` to end the call when a limit ends the session (idle, too
+        long). Called before the first audio is fed, and again if the transport's output
+        changes (a carrier's codec is known only from its ``start``); the limits count from
+        the first call."""
         self._sink = sink
+        self._hangup = hangup
+        if self._limits_armed:
+            return
+        self._limits_armed = True
+        loop = asyncio.get_running_loop()
+        self._last_voiced = loop.time()
+        self._timers = [
+            loop.call_later(self._idle_s, self._check_idle),
+            loop.call_later(
+                self._max_s,
+                self.end,
+                "max_duration",
+                f"the session reached its limit of {self._max_s:g} s",
+            ),
+        ]
         observe = self._observe
         if observe is None:
             self._emit = emit
@@ -145,6 +176,33 @@ class Session:
             self.dialog.instructions = instructions
         if voice is not None:
             self.voice = voice
+
+    def end(self, reason: str, message: str) -> None:
+        """End the session from the server's side: a final event, then the transport hangs
+        up (its ``hangup``). Once; the transport's own close follows as usual."""
+        if self.ended is not None:
+            return
+        self.ended = reason
+        self._cancel_timers()
+        self.log.info("ending the session: %s", message)
+        self.emit(SessionEnded(reason, message))
+        if self._hangup is not None:
+            self._hangup(reason)
+
+    def _check_idle(self) -> None:
+        loop = asyncio.get_running_loop()
+        if self.replying:
+            self._last_voiced = loop.time()  # the caller is listening, not idle
+        due = self._last_voiced + self._idle_s
+        if loop.time() < due:
+            self._timers.append(loop.call_at(due, self._check_idle))
+            return
+        self.end("idle", f"no speech for {self._idle_s:g} s; the session has ended")
+
+    def _cancel_timers(self) -> None:
+        for timer in self._timers:
+            timer.cancel()
+        self._timers.clear()
 
     @property
     def instructions(self) -> str:
@@ -182,6 +240,8 @@ class Session:
         rate = self._frame_rate
         for frame in self._reframer.cut(pcm):
             speech = self._vad.is_speech(frame, rate)
+            if speech:
+                self._last_voiced = time.monotonic()
             for event in self._turns.feed(frame, speech):
                 await self._on_turn_event(event)
 
@@ -197,6 +257,7 @@ class Session:
 
     async def aclose(self) -> None:
         """The caller is gone: cancel the reply, transcriptions and every request in flight."""
+        self._cancel_timers()
         tasks: list[asyncio.Task[Any]] = [t.task for t in self._pending]
         if self._reply_task is not None:
             tasks.append(self._reply_task)
@@ -216,17 +277,31 @@ class Session:
                 await self.respond(event)
             case SpeechDiscarded():
                 # A cough that withdrew a reply not yet heard: answer what is still open.
-                if self._reply_done and (self._pending or self.dialog.awaiting_reply):
-                    self._start_reply(vad_ms=0.0, declared=time.monotonic())
+                self._answer_open_turns()
 
     async def respond(self, turn: SpeechStopped) -> None:
-        """The caller ended ``turn``: transcribe it and, unless it was cut, answer."""
+        """The caller ended ``turn``: transcribe it and, unless it was cut, answer.
+
+        Past ``max_turns_per_min`` the turn is dropped: nothing reaches the gateway."""
+        if not self._turn_rate.allow(time.monotonic()):
+            per_min = self._turn_rate.per_minute
+            self.log.warning("turn dropped: over %d a minute", per_min)
+            self.emit(
+                ErrorEvent("rate_limited", f"over {per_min} turns a minute; this one was dropped")
+            )
+            # As for a cough: a reply this turn's speech withdrew answers what is still open.
+            self._answer_open_turns()
+            return
         self._transcribe(turn)
         if not turn.cut:
             await self.interrupt()
             self._start_reply(
                 vad_ms=float(turn.at_ms - turn.speech_end_ms), declared=time.monotonic()
             )
+
+    def _answer_open_turns(self) -> None:
+        if self._reply_done and (self._pending or self.dialog.awaiting_reply):
+            self._start_reply(vad_ms=0.0, declared=time.monotonic())
 
     def _transcribe(self, turn: SpeechStopped) -> None:
         item = Transcription(started=time.monotonic())

@@ -11,6 +11,10 @@ from voice.core.events import SessionEvent
 Emit = Callable[[SessionEvent], None]
 """Hands one event to the transport; never blocks (transports queue, bounded)."""
 
+Hangup = Callable[[str], None]
+"""Asks the transport to end the call, for the reason given (``idle``, ...), after the
+events already emitted have gone out; never blocks."""
+
 
 class AudioSink(Protocol):
     """Reply audio towards the caller: paced, clearable, and aware of what was played.

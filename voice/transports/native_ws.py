@@ -65,10 +65,18 @@ class NativeSession:
             max_queue_ms=settings.pipeline.audio_queue_ms,
         )
         self.session = session
-        session.attach(self.playout, self._send_event)
+        session.attach(self.playout, self._send_event, self._hang_up)
 
     def _send_event(self, event: SessionEvent) -> None:
         self._send_json(event_to_wire(event))
+
+    def _hang_up(self, reason: str) -> None:
+        """The session ended (a limit): close 1000 once the events before it have gone."""
+        self._closing = _Close(CloseCode.NORMAL_CLOSURE, reason)
+        try:
+            self._events.put_nowait(self._closing)
+        except asyncio.QueueFull:
+            pass  # a stuck socket: the close goes out after the queue, or at the timeout
 
     async def run(self) -> None:
         writer = asyncio.create_task(self._write())

@@ -35,6 +35,7 @@ from voice.core.events import DtmfReceived, SessionEvent
 from voice.core.reorder import ReorderBuffer
 from voice.errors import AudioFormatError, ProtocolError
 from voice.pipeline.session import Session
+from voice.pipeline.sink import NullSink
 from voice.transports.codecs import Codec
 from voice.transports.mark_playout import MarkedPlayout
 
@@ -284,12 +285,18 @@ class TelephonyCall:
         self._stopped = False
         self._pacer: asyncio.Task[None] | None = None
         self._close_code = CloseCode.NORMAL_CLOSURE
+        self._closer: asyncio.Task[None] | None = None
+        # Until start names the codec, reply audio has nowhere to go; the limits (idle,
+        # session length) count from the connection.
+        session.attach(NullSink(), _no_message, self._hang_up)
 
     async def run(self) -> None:
         try:
             await self._read()
         finally:
             await self._end()
+            if self._closer is not None:
+                await asyncio.gather(self._closer, return_exceptions=True)
             try:
                 await self._ws.close(code=self._close_code)
             except (WebSocketDisconnect, RuntimeError, OSError):
@@ -367,7 +374,7 @@ class TelephonyCall:
             max_queue_ms=self._settings.pipeline.audio_queue_ms,
         )
         # Session events have no carrier message: they reach only the app's observer.
-        self.session.attach(self.playout, _no_message)
+        self.session.attach(self.playout, _no_message, self._hang_up)
         # 8 kHz audio goes to the session as it is (see Session.set_input_rate).
         self.session.set_input_rate(start.codec.rate)
         self.session.configure(
@@ -439,6 +446,17 @@ class TelephonyCall:
             self._pacer.cancel()
             await asyncio.gather(self._pacer, return_exceptions=True)
             self._pacer = None
+
+    def _hang_up(self, reason: str) -> None:
+        """The session ended (a limit): close the stream (1000); the reader then stops."""
+        if self._closer is None:
+            self._closer = asyncio.create_task(self._close(reason))
+
+    async def _close(self, reason: str) -> None:
+        try:
+            await self._ws.close(code=CloseCode.NORMAL_CLOSURE, reason=reason)
+        except (WebSocketDisconnect, RuntimeError, OSError):
+            pass  # already closed by the carrier
 
     async def _send(self, text: str) -> None:
         try:

@@ -86,7 +86,7 @@ class WebRtcSession:
         self.pc = RTCPeerConnection(rtc_configuration(settings.webrtc.ice_servers))
         self.track = ReplyTrack(max_queue_ms=settings.pipeline.audio_queue_ms)
         self.session = session
-        session.attach(self.track, self._send_event)
+        session.attach(self.track, self._send_event, self.close)
         self._channel: RTCDataChannel | None = None
         self._backlog: deque[str] = deque()
         self._dropped_events = 0

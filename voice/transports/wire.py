@@ -19,6 +19,7 @@ from voice.core.events import (
     ResponseDone,
     ResponseInterrupted,
     ResponseStarted,
+    SessionEnded,
     SessionEvent,
     SpeechDiscarded,
     SpeechStarted,
@@ -127,5 +128,7 @@ def event_to_wire(event: SessionEvent) -> dict[str, Any]:
             }
         case ErrorEvent(code=code, message=message):
             return {"type": "error", "code": code, "message": message}
+        case SessionEnded(reason=reason, message=message):
+            return {"type": "session.ended", "reason": reason, "message": message}
         case DtmfReceived(digit=digit):
             return {"type": "input.dtmf", "digit": digit}
