@@ -61,3 +61,21 @@ def test_a_short_secret_is_refused_and_the_verifier_hides_it():
     with pytest.raises(ConfigError):
         TokenVerifier("x" * 31)
     assert SECRET not in repr(TokenVerifier(SECRET))
+
+
+def test_voice_token_prints_a_token_the_server_accepts():
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "VOICE_AUTH_SECRET": SECRET}
+    command = [sys.executable, "-m", "voice.cli", "token", "--sub", "ops", "--ttl", "60"]
+    printed = subprocess.run(
+        [*command, "--voice", "nova", "--no-update"], env=env, capture_output=True, text=True
+    )
+    assert printed.returncode == 0, printed.stderr
+    caller = TokenVerifier(SECRET).verify(printed.stdout.strip())
+    assert caller.sub == "ops" and caller.pins.voice == "nova" and not caller.pins.allow_update
+    env.pop("VOICE_AUTH_SECRET")
+    missing = subprocess.run(command, env=env, capture_output=True, text=True)
+    assert missing.returncode == 2 and "VOICE_AUTH_SECRET" in missing.stderr

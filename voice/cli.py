@@ -14,7 +14,7 @@ from typing import Any
 from voice.app.workers import ENV_INDEX, WorkerPeers, supervise, worker_fd
 from voice.bench.command import add_parser as add_bench
 from voice.config import Settings
-from voice.errors import VoiceError
+from voice.errors import ConfigError, VoiceError
 
 log = logging.getLogger("voice")
 
@@ -96,6 +96,25 @@ def _parser() -> argparse.ArgumentParser:
     call.set_defaults(run=_call)
 
     add_bench(commands)
+
+    token = commands.add_parser(
+        "token",
+        help="print a caller token signed with VOICE_AUTH_SECRET",
+        description="Print a caller token (an HS256 JWT) signed with VOICE_AUTH_SECRET, for "
+        "operators and tests; a backend mints its own the same way (docs/security.md).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    token.add_argument("--ttl", type=float, default=600.0, help="seconds until it expires")
+    token.add_argument("--sub", help="the caller's id, logged with the session id")
+    token.add_argument("--instructions", help="pin the session's instructions")
+    token.add_argument("--voice", help="pin the session's TTS voice")
+    token.add_argument("--max-session-s", type=float, help="lower the session's length limit")
+    token.add_argument(
+        "--no-update",
+        action="store_true",
+        help="the caller's session.update cannot change instructions or voice",
+    )
+    token.set_defaults(run=_token)
     return parser
 
 
@@ -226,6 +245,22 @@ def _serve_local_gateway(args: argparse.Namespace) -> int:
     app = create_gateway_app(gateway, api_key=args.api_key)
     log.info("local gateway on http://%s:%d/v1 (%s)", args.host, args.port, ", ".join(MODEL_IDS))
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    return 0
+
+
+def _token(args: argparse.Namespace) -> int:
+    from voice.app.auth import Pins, mint
+
+    secret = Settings.from_env(os.environ).auth.secret
+    if secret is None:
+        raise ConfigError("set VOICE_AUTH_SECRET (the server's, at least 32 bytes) to sign tokens")
+    pins = Pins(
+        instructions=args.instructions,
+        voice=args.voice,
+        max_session_s=args.max_session_s,
+        allow_update=not args.no_update,
+    )
+    print(mint(secret.get_secret_value(), ttl_s=args.ttl, sub=args.sub, pins=pins))
     return 0
 
 
