@@ -4,6 +4,7 @@ Session it builds (observed by the metrics), and the refusal each transport rend
 import asyncio
 
 import pytest
+from starlette.requests import HTTPConnection
 from websockets.frames import CloseCode
 
 from tests.timing import MS
@@ -24,6 +25,17 @@ class CountingGateway(SimulatedGateway):
         self.warmed += 1
 
 
+def conn(headers=(), query=b""):
+    """A request as the routes see it (the admission path reads headers and the query)."""
+    scope = {
+        "type": "http",
+        "headers": [(k.lower().encode(), v.encode()) for k, v in headers],
+        "query_string": query,
+        "client": ("127.0.0.1", 50000),
+    }
+    return HTTPConnection(scope)
+
+
 def admission(max_sessions=2):
     metrics = Metrics()
     settings = Settings.model_validate({"server": {"max_sessions": max_sessions}})
@@ -39,20 +51,20 @@ def admission(max_sessions=2):
 
 async def test_calls_are_counted_in_and_out_once_and_refused_at_capacity():
     gate, metrics, gateway = admission(max_sessions=2)
-    first = gate.admit(Transport.NATIVE, peer="test")
-    second = gate.admit(Transport.TWILIO, peer="test")
+    first = gate.admit(Transport.NATIVE, conn())
+    second = gate.admit(Transport.TWILIO, conn())
     assert first.id.startswith("sess_") and second.id.startswith("call_")
     assert first.id != second.id
     assert (metrics.sessions_active, metrics.sessions_total) == (2, 2)
     await asyncio.sleep(10 * MS)
     assert gateway.warmed == 2  # each admitted call warms the gateway's connections
     with pytest.raises(ServerBusy) as refused:
-        gate.admit(Transport.WEBRTC, peer="test")
+        gate.admit(Transport.WEBRTC, conn())
     assert refused.value.status == 503 and refused.value.code == "server_busy"
     assert close_code(refused.value) == CloseCode.TRY_AGAIN_LATER
     assert metrics.sessions_rejected == 1
     with pytest.raises(CallRefused):
-        gate.check()
+        gate.check(conn())
     assert metrics.sessions_rejected == 2
 
     first.end("done")
@@ -61,12 +73,12 @@ async def test_calls_are_counted_in_and_out_once_and_refused_at_capacity():
     async with second as session:
         assert session is second.session
     assert metrics.sessions_active == 0 and metrics.sessions_total == 2
-    gate.check()  # room again
+    gate.check(conn())  # room again
 
 
 async def test_a_call_ends_when_its_block_raises_and_its_session_reports_to_metrics():
     gate, metrics, _ = admission()
-    call = gate.admit(Transport.TELNYX, peer="test")
+    call = gate.admit(Transport.TELNYX, conn())
     with pytest.raises(RuntimeError):
         async with call as session:
             session.emit(ErrorEvent("invalid_message", "a bad frame"))

@@ -38,6 +38,10 @@ async def offer():
     return await browser_offer()
 
 
+JSON = {"content-type": "application/json"}
+"""What a browser's offer carries (the route refuses anything else with 415)."""
+
+
 def body(sdp: str, **extra) -> bytes:
     return json.dumps({"sdp": sdp, "type": "offer", **extra}).encode()
 
@@ -132,7 +136,9 @@ async def test_bad_offers_over_http_get_400_and_leave_nothing_behind(offer):
             for chunk in chunks:
                 yield chunk
 
-        response = await client.post("/v1/webrtc/offer", content=stream())
+        response = await client.post(
+            "/v1/webrtc/offer", content=stream(), headers={"content-type": "application/json"}
+        )
         assert response.status_code == 400
         assert response.json()["error"]["code"] == "offer_too_large"
         assert (await client.get("/v1/webrtc/offer")).status_code == 405
@@ -149,7 +155,7 @@ async def test_an_offer_aiortc_refuses_after_the_checks_is_a_400_and_closed(offe
 
     monkeypatch.setattr(RTCPeerConnection, "createAnswer", refuse)
     async with webrtc_stack() as (url, app, _), httpx.AsyncClient(base_url=url) as client:
-        response = await client.post("/v1/webrtc/offer", content=body(offer))
+        response = await client.post("/v1/webrtc/offer", content=body(offer), headers=JSON)
         assert response.status_code == 400
         error = response.json()["error"]
         assert error == {
@@ -166,7 +172,7 @@ async def test_a_server_with_no_address_to_offer_says_so(offer):
         webrtc_stack(webrtc={"host_addresses": ["203.0.113.7"]}) as (url, app, _),
         httpx.AsyncClient(base_url=url) as client,
     ):
-        response = await client.post("/v1/webrtc/offer", content=body(offer))
+        response = await client.post("/v1/webrtc/offer", content=body(offer), headers=JSON)
         assert response.status_code == 500
         assert "VOICE_WEBRTC_HOST_ADDRESSES" in response.json()["error"]["message"]
         assert len(app.state.voice.webrtc) == 0

@@ -93,6 +93,12 @@ def _parser() -> argparse.ArgumentParser:
     call.add_argument("--save", type=Path, help="write the reply audio to this WAV file")
     call.add_argument("--instructions", help="system prompt for this session")
     call.add_argument("--timeout", type=float, default=60.0, help="seconds to wait")
+    call.add_argument(
+        "--token",
+        default=os.environ.get("VOICE_TOKEN"),
+        help="caller token, for a server with VOICE_AUTH_SECRET (`voice token`); default "
+        "$VOICE_TOKEN",
+    )
     call.set_defaults(run=_call)
 
     add_bench(commands)
@@ -266,6 +272,7 @@ def _token(args: argparse.Namespace) -> int:
 
 def _call(args: argparse.Namespace) -> int:
     from voice.audio.wav import load_wav, save_wav
+    from voice.bench.caller import with_token
     from voice.bench.native import call
 
     recording = load_wav(args.wav)
@@ -292,7 +299,7 @@ def _call(args: argparse.Namespace) -> int:
 
     result = asyncio.run(
         call(
-            args.url,
+            with_token(args.url, args.token),
             recording,
             instructions=args.instructions,
             timeout_s=args.timeout,

@@ -10,6 +10,7 @@ The tree::
     │   └── InvalidOffer            a WebRTC offer we cannot answer (HTTP 400)
     ├── CallRefused                 a call the admission path did not let in; ``status``
     │   ├── Unauthorized            no caller token, or a bad one           (HTTP 401)
+    │   ├── OriginNotAllowed        a browser page from another origin      (HTTP 403)
     │   └── ServerBusy              at ``max_sessions``                     (HTTP 503)
     └── GatewayError                anything that went wrong talking to the gateway
         ├── GatewayTimeout          no answer in time                       (retryable)
@@ -84,6 +85,11 @@ class CallRefused(VoiceError):
 class Unauthorized(CallRefused):
     code = "unauthorized"
     status = 401
+
+
+class OriginNotAllowed(CallRefused):
+    code = "origin_not_allowed"
+    status = 403
 
 
 class ServerBusy(CallRefused):

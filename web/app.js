@@ -29,6 +29,7 @@
 // received, per-turn latency and the peer connection.
 
 const params = new URLSearchParams(location.search);
+const TOKEN = params.get("token");
 
 // Real callers keep the browser's echo cancellation, noise suppression and gain control
 // (without echo cancellation the reply, heard by the mic, would interrupt itself).
@@ -71,6 +72,8 @@ const ERROR_TITLES = {
   gateway_bad_request: "The gateway refused the request.",
   gateway_bad_response: "The gateway's answer was unreadable.",
   server_busy: "The server is busy.",
+  unauthorized: "This call needs a valid token.",
+  origin_not_allowed: "This page may not call that server.",
   internal_error: "Server error.",
 };
 
@@ -385,7 +388,11 @@ class Call {
     try {
       response = await fetch(OFFER_URL, {
         method: "POST",
-        headers: { "Content-Type": "application/json" },
+        headers: {
+          "Content-Type": "application/json",
+          // The server may require a caller token: the page passes on its own ?token=.
+          ...(TOKEN ? { Authorization: `Bearer ${TOKEN}` } : {}),
+        },
         body: JSON.stringify({ sdp: this.pc.localDescription.sdp, type: "offer", session }),
         signal: controller.signal,
       });
@@ -413,10 +420,7 @@ class Call {
     if (!response.ok) {
       const error = body && body.error;
       if (error && error.message) {
-        const title =
-          error.code === "server_busy"
-            ? ERROR_TITLES.server_busy
-            : "The server refused the call.";
+        const title = ERROR_TITLES[error.code] || "The server refused the call.";
         throw new CallError(title, `${error.message} (${error.code}, HTTP ${response.status})`);
       }
       if (response.status === 404) {

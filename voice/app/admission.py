@@ -1,15 +1,18 @@
-"""The one way into a call, for every transport: capacity, ids, metrics, warm-up, the Session.
+"""The one way into a call, for every transport: origin, caller token, capacity, ids,
+metrics, warm-up, the Session.
 
-A route calls :meth:`Admission.check` as early as its wire allows a refusal (before a
-WebSocket upgrade, before an offer is parsed), then :meth:`Admission.admit`, which checks
-again and returns a :class:`Call`: the :class:`~voice.pipeline.session.Session` it built,
+A route calls :meth:`Admission.admit` with the request or handshake before it accepts
+anything, so a refusal can be an HTTP status before a WebSocket upgrade; a WebRTC offer
+calls :meth:`Admission.check` before it reads the body. ``admit`` returns a :class:`Call`:
+the :class:`~voice.pipeline.session.Session` it built (with what the caller's token pins),
 counted as active until the call ends, exactly once. WebSocket transports hold the call in
 ``async with``; a WebRTC call outlives its offer request and is ended from the peer
 connection's close callback with :meth:`Call.end`.
 
-Every check a call must pass (capacity today) lives in :meth:`Admission.check` alone; a
-refusal is a :class:`~voice.errors.CallRefused` that each transport turns into its own wire
-(an HTTP status, an ``error`` event, a close code: :func:`close_code`).
+Every check a call must pass lives in :meth:`Admission.check` alone, in this order: the
+page's ``Origin`` (403), the caller token when ``VOICE_AUTH_SECRET`` is set (401), capacity
+(503). A refusal is a :class:`~voice.errors.CallRefused` that each transport turns into its
+own wire (:func:`refuse_websocket`, an offer's JSON error).
 """
 
 from __future__ import annotations
@@ -21,13 +24,17 @@ import secrets
 from collections.abc import Callable
 from types import TracebackType
 
+from starlette.requests import HTTPConnection
+from starlette.responses import JSONResponse
+from starlette.websockets import WebSocket
 from websockets.frames import CloseCode
 
+from voice.app.auth import Caller, Origins, TokenVerifier, token_from
 from voice.app.metrics import Metrics
 from voice.config import Settings
 from voice.errors import CallRefused, ServerBusy
 from voice.gateway.base import Gateway
-from voice.pipeline.session import Session, SessionLogger
+from voice.pipeline.session import Session
 
 logger = logging.getLogger(__name__)
 
@@ -42,7 +49,16 @@ class Transport(enum.Enum):
 
     @property
     def id_prefix(self) -> str:
-        return "call_" if self in (Transport.TWILIO, Transport.TELNYX) else "sess_"
+        return "call_" if self.is_carrier else "sess_"
+
+    @property
+    def is_carrier(self) -> bool:
+        return self in (Transport.TWILIO, Transport.TELNYX)
+
+    @property
+    def needs_token(self) -> bool:
+        """Carriers cannot send our caller tokens: their own signature or token stands in."""
+        return not self.is_carrier
 
 
 def close_code(refused: CallRefused) -> CloseCode:
@@ -125,27 +141,48 @@ class Admission:
         self._gateway = gateway
         self._metrics = metrics
         self._active = active
+        secret = settings.auth.secret
+        self._tokens = None if secret is None else TokenVerifier(secret.get_secret_value())
+        self._origins = Origins(
+            settings.auth.allowed_origins, public_url=settings.telephony.public_url
+        )
 
     @property
     def full(self) -> bool:
         return self._active() >= self._settings.server.max_sessions
 
-    def check(self) -> None:
-        """Raise :class:`~voice.errors.CallRefused` if a call would not be let in now."""
-        if self.full:
+    def check(self, conn: HTTPConnection, *, token: bool = True) -> Caller | None:
+        """Raise :class:`~voice.errors.CallRefused` if this call would not be let in now;
+        the verified caller, if tokens are required (``token=False``: a carrier's route,
+        whose signature stands for a token)."""
+        try:
+            self._origins.check(conn)
+            caller = self._tokens.verify(token_from(conn)) if self._tokens and token else None
+            if self.full:
+                raise ServerBusy()
+        except CallRefused as refused:
             self._metrics.sessions_rejected += 1
-            raise ServerBusy()
+            logger.info("call refused (%s): %s", refused.code, refused.message)
+            raise
+        return caller
 
-    def admit(self, transport: Transport, *, peer: str) -> Call:
-        """Check, then count the call in and build its session; the caller ends the call."""
-        self.check()
+    def admit(self, transport: Transport, conn: HTTPConnection) -> Call:
+        """Check, then count the call in and build its session; the route ends the call."""
+        caller = self.check(conn, token=transport.needs_token)
+        limits = self._settings.limits
+        pins = caller.pins if caller is not None else None
         metrics = self._metrics
         session = Session(
             session_id=transport.id_prefix + secrets.token_hex(6),
             settings=self._settings,
             gateway=self._gateway,
             observe=metrics.observe,
+            max_session_s=pins.max_session_s if pins is not None else limits.max_session_s,
         )
+        if pins is not None:
+            session.pin(
+                instructions=pins.instructions, voice=pins.voice, locked=not pins.allow_update
+            )
         metrics.sessions_active += 1
         metrics.sessions_total += 1
 
@@ -155,10 +192,30 @@ class Admission:
         # Open gateway connections while the caller is still speaking its first turn.
         warm = asyncio.create_task(self._gateway.warm())
         warm.add_done_callback(_warm_done)
-        SessionLogger(logger, {"session": session.id}).info(
-            "%s call started (%s)", transport.value, peer
-        )
+        who = f" for {caller.sub}" if caller is not None and caller.sub else ""
+        session.log.info("%s call started (%s)%s", transport.value, _peer(conn), who)
         return Call(session, transport, on_end=on_end, warm=warm)
+
+
+async def refuse_websocket(websocket: WebSocket, refused: CallRefused, *, event: bool) -> None:
+    """Refuse a handshake: 401/403 as an HTTP response before the upgrade; at capacity, as
+    documented since the start, accept and close 1013 (after an ``error`` event if the
+    wire has one)."""
+    if refused.status != 503:
+        body = {"error": {"code": refused.code, "message": refused.message}}
+        await websocket.send_denial_response(JSONResponse(body, status_code=refused.status))
+        return
+    await websocket.accept()
+    if event:
+        await websocket.send_json(
+            {"type": "error", "code": refused.code, "message": refused.message}
+        )
+    await websocket.close(code=close_code(refused), reason=refused.message[:120])
+
+
+def _peer(conn: HTTPConnection) -> str:
+    client = conn.client
+    return f"{client.host}:{client.port}" if client else "unknown peer"
 
 
 def _warm_done(task: asyncio.Task[None]) -> None:

@@ -1,4 +1,6 @@
-"""Caller tokens: JSON Web Tokens, HS256, signed with ``VOICE_AUTH_SECRET`` (PyJWT).
+"""Who may call: caller tokens and browser origins.
+
+Caller tokens are JSON Web Tokens, HS256, signed with ``VOICE_AUTH_SECRET`` (PyJWT).
 
 Claims: ``exp`` (required), ``nbf`` and ``iat`` (honoured when present), ``sub`` (the
 caller's id, logged with the session id), and an optional ``voice`` object that pins the
@@ -15,16 +17,19 @@ or, for browsers, whose WebSocket API cannot set headers, from ``?token=``.
 
 from __future__ import annotations
 
+import ipaddress
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import jwt
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.requests import HTTPConnection
 
 from voice.config import check_auth_secret
-from voice.errors import ConfigError, Unauthorized
+from voice.errors import ConfigError, OriginNotAllowed, Unauthorized
 
 ALGORITHM = "HS256"
 LEEWAY_S = 5.0
@@ -135,3 +140,56 @@ def token_from(conn: HTTPConnection) -> str | None:
     if scheme.lower() == "bearer" and value.strip():
         return value.strip()
     return conn.query_params.get("token") or None
+
+
+class Origins:
+    """Browser origins allowed to open a session or post an offer (a CSRF and cross-site
+    WebSocket defence: any page a browser shows can try ``ws://127.0.0.1:8080``).
+
+    Allowed: ``allowed`` if given; otherwise the server's own origin and the public URL's.
+    The server's own origin is the request's ``Host`` only when that names an IP address or
+    ``localhost``: a DNS name there may be a rebinding attack's, and needs listing.
+    ``null`` (sandboxed frames, files) is never an origin. A request without ``Origin`` is not
+    from a browser page and is judged by its token or carrier signature alone.
+    """
+
+    def __init__(self, allowed: Iterable[str] | None, *, public_url: str | None) -> None:
+        self._explicit = allowed is not None
+        self._allowed = {_origin_of(o) for o in allowed or ()}
+        if public_url is not None:
+            self._allowed.add(_origin_of(public_url))
+
+    def check(self, conn: HTTPConnection) -> None:
+        origin = conn.headers.get("origin")
+        if origin is None:
+            return
+        normal = origin.strip().rstrip("/").lower()
+        if normal in self._allowed:
+            return
+        if not self._explicit and normal != "null" and _same_literal_host(normal, conn):
+            return
+        raise OriginNotAllowed(
+            f"pages from origin {origin[:100]!r} may not call this server; the operator can "
+            "allow it with VOICE_ALLOWED_ORIGINS"
+        )
+
+
+def _origin_of(url: str) -> str:
+    parts = urlsplit(url.strip())
+    return f"{parts.scheme}://{parts.netloc}".lower()
+
+
+def _same_literal_host(origin: str, conn: HTTPConnection) -> bool:
+    """The page came from this server itself, reached by an IP address or ``localhost``."""
+    netloc = urlsplit(origin).netloc
+    host = conn.headers.get("host", "").lower()
+    if not netloc or netloc != host:
+        return False
+    name = urlsplit(f"//{netloc}").hostname or ""
+    if name == "localhost":
+        return True
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True

@@ -5,8 +5,8 @@ from __future__ import annotations
 from starlette.routing import BaseRoute, WebSocketRoute
 from starlette.websockets import WebSocket
 
-from voice.app.admission import Transport, close_code
-from voice.app.state import app_state, peer_name
+from voice.app.admission import Transport, refuse_websocket
+from voice.app.state import app_state
 from voice.errors import CallRefused
 from voice.transports.native_ws import NativeSession
 
@@ -19,14 +19,11 @@ def session_routes() -> list[BaseRoute]:
 
 async def _session(websocket: WebSocket) -> None:
     state = app_state(websocket)
-    await websocket.accept()
     try:
-        call = state.admission.admit(Transport.NATIVE, peer=peer_name(websocket))
+        call = state.admission.admit(Transport.NATIVE, websocket)
     except CallRefused as refused:
-        await websocket.send_json(
-            {"type": "error", "code": refused.code, "message": refused.message}
-        )
-        await websocket.close(code=close_code(refused), reason=refused.message[:120])
+        await refuse_websocket(websocket, refused, event=True)
         return
     async with call as session:
+        await websocket.accept()
         await NativeSession(websocket, session, settings=state.settings).run()

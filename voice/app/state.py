@@ -50,8 +50,3 @@ def app_state(conn: HTTPConnection) -> AppState:
     """The voice app's state, from any request or WebSocket it serves (mounted or not)."""
     state: AppState = conn.app.state.voice
     return state
-
-
-def peer_name(conn: HTTPConnection) -> str:
-    client = conn.client
-    return f"{client.host}:{client.port}" if client else "unknown peer"

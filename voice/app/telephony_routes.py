@@ -22,8 +22,8 @@ from starlette.routing import BaseRoute, Route, WebSocketRoute
 from starlette.websockets import WebSocket
 from websockets.frames import CloseCode
 
-from voice.app.admission import Transport, close_code
-from voice.app.state import app_state, peer_name
+from voice.app.admission import Transport, refuse_websocket
+from voice.app.state import app_state
 from voice.errors import CallRefused
 from voice.transports.telephony import Dialect, TelephonyCall
 from voice.transports.telnyx import TelnyxDialect
@@ -89,15 +89,15 @@ async def _telnyx_stream(websocket: WebSocket) -> None:
 
 async def _run_call(websocket: WebSocket, dialect: Dialect, transport: Transport) -> None:
     state = app_state(websocket)
-    await websocket.accept()
     try:
-        call = state.admission.admit(transport, peer=peer_name(websocket))
+        call = state.admission.admit(transport, websocket)
     except CallRefused as refused:
         # Carriers have no error message to show; the close code and reason say it.
-        await websocket.close(code=close_code(refused), reason=refused.message[:120])
+        await refuse_websocket(websocket, refused, event=False)
         return
     dropped = state.metrics.telephony_dropped
     async with call as session:
+        await websocket.accept()
         await TelephonyCall(
             websocket,
             session,

@@ -18,7 +18,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from voice.app.admission import Transport
-from voice.app.state import app_state, peer_name
+from voice.app.state import app_state
 from voice.errors import CallRefused, InvalidOffer, VoiceError
 from voice.transports.ice import host_addresses
 from voice.transports.offer import parse_offer
@@ -41,10 +41,17 @@ async def _offer(request: Request) -> Response:
     state = app_state(request)
     settings = state.settings
     try:
-        state.admission.check()
+        state.admission.check(request)
+        media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if media_type != "application/json":
+            # Also what keeps a cross-site form or text/plain "simple request", which a
+            # browser sends with no preflight, from ever reaching the offer.
+            return error_response(
+                415, "unsupported_media_type", "the offer must be sent as application/json"
+            )
         body = await _read_body(request, settings.webrtc.max_offer_bytes)
         offer = parse_offer(body)
-        call = state.admission.admit(Transport.WEBRTC, peer=peer_name(request))
+        call = state.admission.admit(Transport.WEBRTC, request)
     except CallRefused as refused:
         return error_response(refused.status, refused.code, refused.message)
     except InvalidOffer as exc:

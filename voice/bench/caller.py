@@ -19,6 +19,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from voice.audio.frames import FRAME_MS, PcmFrame
 from voice.bench.ear import Ear
@@ -244,3 +245,12 @@ async def real_time(frame_s: float, send: Callable[[float], Any]) -> None:
         if delay > 0:
             await asyncio.sleep(delay)
         await send(captured)
+
+
+def with_token(url: str, token: str | None) -> str:
+    """``url`` carrying a caller token as ``?token=`` (the form every transport reads)."""
+    if not token:
+        return url
+    parts = urlsplit(url)
+    query = urlencode([*parse_qsl(parts.query), ("token", token)])
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, query, parts.fragment))

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 from pathlib import Path
 from typing import Any
 
+from voice.bench.caller import with_token
 from voice.bench.report import progress_line, table, write_html, write_json
 from voice.bench.runner import BenchResult, Snapshot, run_bench
 from voice.bench.workload import DEFAULT_SAMPLES, Workload, load_recordings
@@ -29,6 +31,12 @@ def add_parser(commands: Any) -> None:
         "(Twilio Media Streams), http://HOST (WebRTC, offer posted to /v1/webrtc/offer)",
     )
     bench.add_argument("-n", "--sessions", type=int, default=1, help="concurrent callers")
+    bench.add_argument(
+        "--token",
+        default=os.environ.get("VOICE_TOKEN"),
+        help="caller token, for a server with VOICE_AUTH_SECRET (`voice token`); default "
+        "$VOICE_TOKEN",
+    )
     bench.add_argument("--turns", type=int, default=3, help="questions per caller")
     bench.add_argument("--ramp", type=float, default=10.0, help="callers started per second")
     bench.add_argument("--think", type=float, default=1.0, help="seconds between turns")
@@ -65,7 +73,9 @@ def run(args: argparse.Namespace) -> int:
     )
     if args.find_capacity:
         return asyncio.run(_capacity(args, workload, recordings))
-    result = asyncio.run(run_bench(args.url, workload, recordings, progress=_live))
+    result = asyncio.run(
+        run_bench(with_token(args.url, args.token), workload, recordings, progress=_live)
+    )
     print(file=sys.stderr)
     _finish(args, result)
     return 0 if result.voice_to_voice() else 1
@@ -91,7 +101,9 @@ async def _capacity(args: argparse.Namespace, base: Workload, recordings: list[A
     while level <= args.limit:
         workload = base.model_copy(update={"sessions": level})
         print(f"\n== {level} sessions", file=sys.stderr)
-        result = await run_bench(args.url, workload, recordings, progress=_live)
+        result = await run_bench(
+            with_token(args.url, args.token), workload, recordings, progress=_live
+        )
         summary = result.summary()
         p95 = summary["voice_to_voice_ms"]["p95"]
         ok = p95 is not None and p95 <= args.max_p95_ms

@@ -59,7 +59,7 @@ def offer_url(url: str) -> str:
     path = parts.path.rstrip("/")
     if not path.endswith(OFFER_PATH):
         path += OFFER_PATH
-    return urlunsplit((parts.scheme, parts.netloc, path, "", ""))
+    return urlunsplit((parts.scheme, parts.netloc, path, parts.query, ""))
 
 
 def _gathering_for(url: str) -> HostAddresses:

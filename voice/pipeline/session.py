@@ -45,7 +45,7 @@ from voice.core.events import (
 )
 from voice.core.limits import TurnRate
 from voice.core.turns import TurnDetector
-from voice.errors import GatewayAuthError, GatewayError, PaymentRequired
+from voice.errors import GatewayAuthError, GatewayError, PaymentRequired, ProtocolError
 from voice.gateway.base import Gateway
 from voice.pipeline.reply import Reply, Transcription
 from voice.pipeline.sink import AudioSink, Emit, Hangup, NullSink
@@ -128,6 +128,7 @@ class Session:
         self._hangup: Hangup | None = None
         self._timers: list[asyncio.TimerHandle] = []
         self._limits_armed = False
+        self._pinned = False
         self._last_voiced = 0.0
         self.ended: str | None = None
         """Why the server ended the session (``idle``, ``max_duration``); None while it runs."""
@@ -171,11 +172,33 @@ class Session:
         self._emit(event)
 
     def configure(self, *, instructions: str | None = None, voice: str | None = None) -> None:
-        """The one way the caller's instructions and TTS voice change; None keeps each."""
+        """The one way a caller changes the instructions and TTS voice; None keeps each.
+
+        Raises :class:`~voice.errors.ProtocolError`, changing nothing, when the caller's
+        token fixed them (:meth:`pin`) or the instructions are over the limit."""
+        if instructions is None and voice is None:
+            return
+        if self._pinned:
+            raise ProtocolError(
+                "this session's instructions and voice are fixed by its token",
+                code="invalid_session_update",
+            )
+        limit = self.settings.limits.max_instructions_chars
+        if instructions is not None and len(instructions) > limit:
+            raise ProtocolError(
+                f"instructions of {len(instructions)} characters are over the {limit} allowed",
+                code="invalid_session_update",
+            )
+        self.pin(instructions=instructions, voice=voice, locked=False)
+
+    def pin(self, *, instructions: str | None, voice: str | None, locked: bool) -> None:
+        """Set what the caller's token says (the app does, at admission); ``locked``: the
+        caller cannot change them afterwards."""
         if instructions is not None:
             self.dialog.instructions = instructions
         if voice is not None:
             self.voice = voice
+        self._pinned = self._pinned or locked
 
     def end(self, reason: str, message: str) -> None:
         """End the session from the server's side: a final event, then the transport hangs

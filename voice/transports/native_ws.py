@@ -153,12 +153,12 @@ class NativeSession:
                 "output_audio cannot change while a response is playing",
                 code="invalid_session_update",
             )
+        self.session.configure(instructions=config.instructions, voice=config.voice)
         if new_in is not None:
             self.session.set_input_rate(new_in)
         if new_out is not None and new_out != self.playout.out_rate:
             self.playout.out_rate = new_out
             self.playout.clear()
-        self.session.configure(instructions=config.instructions, voice=config.voice)
 
     def _describe(self) -> dict[str, object]:
         return {

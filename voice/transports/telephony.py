@@ -377,8 +377,9 @@ class TelephonyCall:
         self.session.attach(self.playout, _no_message, self._hang_up)
         # 8 kHz audio goes to the session as it is (see Session.set_input_rate).
         self.session.set_input_rate(start.codec.rate)
+        limit = self._settings.limits.max_instructions_chars
         self.session.configure(
-            instructions=_parameter(start, "instructions", 20_000),
+            instructions=_parameter(start, "instructions", limit),
             voice=_parameter(start, "voice", 200),
         )
         self._pacer = asyncio.create_task(self.playout.run())

@@ -113,7 +113,10 @@ class WebRtcSession:
         server cannot gather candidates; either way the caller then closes this session.
         """
         if offer.session is not None:
-            self._apply(offer.session)
+            try:
+                self._apply(offer.session)
+            except ProtocolError as exc:
+                raise InvalidOffer(exc.message, code=exc.code) from None
         try:
             await self.pc.setRemoteDescription(RTCSessionDescription(sdp=offer.sdp, type="offer"))
             self.pc.addTrack(self.track)
