@@ -187,8 +187,6 @@ class LimitsSettings(_Frozen):
     """Longest session; a caller token may lower it."""
     max_instructions_chars: int = Field(default=4096, ge=1)
     """Longest system prompt a caller may set (``session.update``, a stream parameter)."""
-    request_timeout_s: float = Field(default=10.0, gt=0)
-    """A request or WebSocket handshake not complete in this long is closed."""
 
 
 DTMF_DIGITS = "0123456789*#ABCD"
@@ -408,7 +406,6 @@ ENV_VARS: dict[str, tuple[str, str]] = {
     "VOICE_IDLE_TIMEOUT_S": ("limits", "idle_timeout_s"),
     "VOICE_MAX_SESSION_S": ("limits", "max_session_s"),
     "VOICE_MAX_INSTRUCTIONS_CHARS": ("limits", "max_instructions_chars"),
-    "VOICE_REQUEST_TIMEOUT_S": ("limits", "request_timeout_s"),
 }
 """Every environment variable `voice` reads, and the setting it fills."""
 
