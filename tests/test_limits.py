@@ -94,3 +94,13 @@ async def test_a_carrier_stream_that_never_starts_is_closed_as_idle():
             assert ws.close_code == 1000 and ws.close_reason == "idle"
         await stack_.until(lambda: stack_.metrics.sessions_active == 0, 5)
     assert billed(stack_.gateway) == 0
+
+
+async def test_a_text_frame_over_the_cap_closes_1009_before_it_is_parsed():
+    async with stack(server={"max_frame_bytes": 4096}) as (url, _):
+        async with connect(url) as ws:
+            json.loads(await ws.recv())  # session.created
+            await ws.send("{" + " " * 5000 + "}")
+            events = await events_until_closed(ws, 10)
+            assert ws.close_code == 1009
+    assert events[-1]["code"] == "frame_too_large" and "text frame" in events[-1]["message"]

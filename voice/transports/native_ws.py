@@ -120,6 +120,11 @@ class NativeSession:
                     self._audio_started = True
                     await self.session.feed(data)
                 elif text is not None:
+                    if len(text) > max_bytes:
+                        raise FrameTooLarge(
+                            f"text frame of {len(text)} characters is over the {max_bytes} "
+                            "limit; events are small JSON objects"
+                        )
                     await self._on_text(text)
             except FrameTooLarge as exc:
                 self._fail(exc, CloseCode.MESSAGE_TOO_BIG)
