@@ -79,3 +79,26 @@ def test_voice_token_prints_a_token_the_server_accepts():
     env.pop("VOICE_AUTH_SECRET")
     missing = subprocess.run(command, env=env, capture_output=True, text=True)
     assert missing.returncode == 2 and "VOICE_AUTH_SECRET" in missing.stderr
+
+
+def test_a_network_address_needs_a_secret_or_an_explicit_opt_out():
+    from voice.app.auth import carrier_routes_served, check_exposure
+    from voice.config import Settings
+
+    def settings(host, **auth):
+        return Settings.model_validate({"server": {"host": host}, "auth": auth})
+
+    check_exposure(settings("127.0.0.1"))
+    check_exposure(settings("::1"))
+    check_exposure(settings("localhost"))
+    with pytest.raises(ConfigError, match="VOICE_AUTH_SECRET.*--no-auth"):
+        check_exposure(settings("0.0.0.0"))
+    with pytest.raises(ConfigError):
+        check_exposure(settings("voice.example"))
+    check_exposure(settings("0.0.0.0", secret=SECRET))
+    check_exposure(settings("0.0.0.0", no_auth=True))
+    assert carrier_routes_served(settings("127.0.0.1")) == {"twilio": True, "telnyx": True}
+    exposed = Settings.model_validate(
+        {"server": {"host": "0.0.0.0"}, "telephony": {"twilio_auth_token": "t"}}
+    )
+    assert carrier_routes_served(exposed) == {"twilio": True, "telnyx": False}

@@ -149,3 +149,17 @@ def test_an_unsigned_token_never_passes():
     unsigned = jwt.encode({"exp": time.time() + 60}, key=None, algorithm="none")
     with pytest.raises(Unauthorized):
         TokenVerifier(SECRET).verify(unsigned)
+
+
+async def test_on_a_network_address_a_carrier_without_its_credential_is_not_served():
+    exposed = {"server": {"host": "0.0.0.0"}, "auth": {"secret": SECRET}}
+    async with app_stack(**exposed) as (url, _):
+        async with httpx.AsyncClient(base_url=url) as client:
+            assert (await client.get("/v1/twilio/twiml")).status_code == 404
+        status, _ = await refused_handshake(url.replace("http", "ws", 1) + "/v1/telnyx")
+        assert status in (403, 404)
+    with_token_ = {**exposed, "telephony": {"twilio_auth_token": "twilio-token"}}
+    async with app_stack(**with_token_) as (url, _):
+        async with httpx.AsyncClient(base_url=url) as client:
+            # Served, and checking the signature: an unsigned request is refused.
+            assert (await client.get("/v1/twilio/twiml")).status_code == 403

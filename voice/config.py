@@ -402,6 +402,7 @@ ENV_VARS: dict[str, tuple[str, str]] = {
     "VOICE_AUTH_SECRET": ("auth", "secret"),
     "VOICE_ALLOWED_ORIGINS": ("auth", "allowed_origins"),
     "VOICE_METRICS_TOKEN": ("auth", "metrics_token"),
+    "VOICE_NO_AUTH": ("auth", "no_auth"),
     "VOICE_MAX_TURNS_PER_MIN": ("limits", "max_turns_per_min"),
     "VOICE_IDLE_TIMEOUT_S": ("limits", "idle_timeout_s"),
     "VOICE_MAX_SESSION_S": ("limits", "max_session_s"),

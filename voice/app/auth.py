@@ -28,7 +28,7 @@ import jwt
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.requests import HTTPConnection
 
-from voice.config import check_auth_secret
+from voice.config import Settings, check_auth_secret
 from voice.errors import ConfigError, OriginNotAllowed, Unauthorized
 
 ALGORITHM = "HS256"
@@ -193,3 +193,40 @@ def _same_literal_host(origin: str, conn: HTTPConnection) -> bool:
     except ValueError:
         return False
     return True
+
+
+def is_loopback(host: str) -> bool:
+    """``host`` (a listen address) is reachable from this machine only."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a name: it may resolve to anything
+
+
+def check_exposure(settings: Settings) -> None:
+    """Refuse to serve a network without caller authentication unless the operator said so.
+
+    Raises :class:`~voice.errors.ConfigError` (``voice serve`` exits 2 with its message)."""
+    auth, host = settings.auth, settings.server.host
+    if is_loopback(host) or auth.secret is not None or auth.no_auth:
+        return
+    raise ConfigError(
+        f"refusing to listen on {host} with no VOICE_AUTH_SECRET: anyone who reaches it "
+        "could spend the gateway's budget. Set VOICE_AUTH_SECRET (32+ bytes; see "
+        "docs/security.md), or pass --no-auth (VOICE_NO_AUTH=1) to serve without caller "
+        "authentication"
+    )
+
+
+def carrier_routes_served(settings: Settings) -> dict[str, bool]:
+    """Which carrier routes this server offers: on a non-loopback address, each needs its
+    carrier's credential (Twilio's auth token, Telnyx's stream token), or anyone could
+    open a "phone call" with no check at all."""
+    local = is_loopback(settings.server.host) or settings.auth.no_auth
+    telephony = settings.telephony
+    return {
+        "twilio": local or telephony.twilio_auth_token is not None,
+        "telnyx": local or telephony.telnyx_stream_token is not None,
+    }

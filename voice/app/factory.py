@@ -83,7 +83,7 @@ def create_app(
     app = Starlette(
         routes=[
             *session_routes(),
-            *telephony_routes(),
+            *telephony_routes(settings),
             *webrtc_routes(),
             *health_routes(),
             *page_routes(),

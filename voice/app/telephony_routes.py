@@ -23,7 +23,9 @@ from starlette.websockets import WebSocket
 from websockets.frames import CloseCode
 
 from voice.app.admission import Transport, refuse_websocket
+from voice.app.auth import carrier_routes_served
 from voice.app.state import app_state
+from voice.config import Settings
 from voice.errors import CallRefused
 from voice.transports.telephony import Dialect, TelephonyCall
 from voice.transports.telnyx import TelnyxDialect
@@ -38,12 +40,30 @@ MAX_PARAMETERS = 16
 """``<Parameter>``s forwarded from the TwiML request's query string, at most."""
 
 
-def telephony_routes() -> list[BaseRoute]:
-    return [
-        WebSocketRoute(TWILIO_PATH, _twilio_stream),
-        Route(TWIML_PATH, _twiml, methods=["GET", "POST"]),
-        WebSocketRoute(TELNYX_PATH, _telnyx_stream),
-    ]
+def telephony_routes(settings: Settings) -> list[BaseRoute]:
+    """The carriers' routes. On a network address, a carrier whose credential is not set is
+    not served at all (docs/security.md)."""
+    served = carrier_routes_served(settings)
+    routes: list[BaseRoute] = []
+    if served["twilio"]:
+        routes += [
+            WebSocketRoute(TWILIO_PATH, _twilio_stream),
+            Route(TWIML_PATH, _twiml, methods=["GET", "POST"]),
+        ]
+    if served["telnyx"]:
+        routes.append(WebSocketRoute(TELNYX_PATH, _telnyx_stream))
+    for carrier, variable in (
+        ("twilio", "VOICE_TWILIO_AUTH_TOKEN"),
+        ("telnyx", "VOICE_TELNYX_STREAM_TOKEN"),
+    ):
+        if not served[carrier]:
+            logger.warning(
+                "%s calls are not served on %s without %s",
+                carrier.capitalize(),
+                settings.server.host,
+                variable,
+            )
+    return routes
 
 
 async def _twiml(request: Request) -> Response:
