@@ -133,7 +133,7 @@ class Admission:
     def check(self) -> None:
         """Raise :class:`~voice.errors.CallRefused` if a call would not be let in now."""
         if self.full:
-            self._metrics.sessions_rejected += 1
+            self._metrics.session_refused()
             raise ServerBusy()
 
     def admit(self, transport: Transport, *, peer: str) -> Call:
@@ -146,19 +146,14 @@ class Admission:
             gateway=self._gateway,
             observe=metrics.observe,
         )
-        metrics.sessions_active += 1
-        metrics.sessions_total += 1
-
-        def on_end() -> None:
-            metrics.sessions_active -= 1
-
+        metrics.session_started()
         # Open gateway connections while the caller is still speaking its first turn.
         warm = asyncio.create_task(self._gateway.warm())
         warm.add_done_callback(_warm_done)
         SessionLogger(logger, {"session": session.id}).info(
             "%s call started (%s)", transport.value, peer
         )
-        return Call(session, transport, on_end=on_end, warm=warm)
+        return Call(session, transport, on_end=metrics.session_ended, warm=warm)
 
 
 def _warm_done(task: asyncio.Task[None]) -> None:

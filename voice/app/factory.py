@@ -59,23 +59,27 @@ def create_app(
     if settings is None:
         settings = Settings.from_env(os.environ)
     owned = gateway is None
-    state = AppState(settings=settings, gateway=gateway or build_gateway(settings), peers=peers)
+    state = AppState(
+        settings=settings,
+        gateway=gateway or build_gateway(settings),
+        shared=None if peers is None else peers.metrics,
+    )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await state.gateway.warm()
-        publisher = None
+        watcher = None
         if peers is not None:
-            # Published before the first request: the supervisor takes a worker that exits
-            # before it ever published for one that could not start.
-            peers.publish(state.metrics.snapshot())
-            publisher = asyncio.create_task(peers.run(lambda: state.metrics.snapshot()))
+            # Before the first request: the supervisor takes a worker that exits before it
+            # said it started for one that could not start.
+            peers.started()
+            watcher = asyncio.create_task(peers.watch())
         try:
             yield
         finally:
-            if publisher is not None:
-                publisher.cancel()
-                await asyncio.gather(publisher, return_exceptions=True)
+            if watcher is not None:
+                watcher.cancel()
+                await asyncio.gather(watcher, return_exceptions=True)
             await state.webrtc.aclose()
             if owned:
                 await state.gateway.aclose()

@@ -3,6 +3,7 @@ and ``/metrics`` (Prometheus text, the whole server's)."""
 
 from __future__ import annotations
 
+from prometheus_client import CONTENT_TYPE_PLAIN_0_0_4
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
@@ -26,5 +27,5 @@ async def _ready(request: Request) -> Response:
 
 
 async def _metrics(request: Request) -> Response:
-    text = app_state(request).server_metrics().render()
-    return PlainTextResponse(text, media_type="text/plain; version=0.0.4")
+    text = app_state(request).metrics_text()
+    return PlainTextResponse(text, media_type=CONTENT_TYPE_PLAIN_0_0_4)

@@ -13,22 +13,20 @@ as one server need to share just two things:
 - **admission**: ``max_sessions`` is for the whole server;
 - **metrics**: ``/metrics`` and ``/ready``, whichever worker answers them, count them all.
 
-Each worker publishes its counters to a file in a directory the supervisor made
-(:class:`WorkerPeers`), at most every :data:`PUBLISH_S` when they change, and reads the
-others' when asked. Admission may so count a session that began in another worker in the
-last quarter second late: a burst can overshoot ``max_sessions`` by that much, never
-refuse early.
+Both go through prometheus_client's multiprocess mode: every worker writes its figures to
+memory-mapped files in a directory the supervisor made (``PROMETHEUS_MULTIPROC_DIR``), as
+it changes them, and reads every worker's back when asked
+(:class:`~voice.app.metrics.SharedMetrics`). When a worker dies, the supervisor marks it
+dead (``mark_process_dead``): its live sessions no longer count, what it served still does.
 
 A worker that dies after it started serving is started again; one that dies before (it
-never published its counters) ends the server, since the next would fail alike. A worker
+never marked itself started) ends the server, since the next would fail alike. A worker
 whose supervisor is gone stops.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import json
 import logging
 import os
 import shutil
@@ -42,6 +40,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from prometheus_client.multiprocess import mark_process_dead
+
+from voice.app.metrics import MULTIPROC_DIR, SharedMetrics
 from voice.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -51,12 +52,12 @@ ENV_FD = "VOICE_WORKER_FD"
 ENV_INDEX = "VOICE_WORKER_INDEX"
 ENV_COUNT = "VOICE_WORKER_COUNT"
 ENV_DIR = "VOICE_WORKER_DIR"
-"""Set in a worker: where every worker publishes its counters."""
+"""Set in a worker: where every worker marks itself started and keeps its metrics."""
 ENV_SUPERVISOR = "VOICE_WORKER_SUPERVISOR"
 """Set in a worker: the supervisor's process id."""
 
-PUBLISH_S = 0.25
-"""How often a worker looks whether its counters changed, and publishes them if so."""
+WATCH_S = 0.25
+"""How often a worker looks whether its supervisor is still there."""
 STOP_S = 15.0
 """How long the supervisor waits for workers to finish their sessions after a stop signal
 (uvicorn's graceful shutdown, 10 s, plus time to close) before it kills them."""
@@ -81,48 +82,28 @@ class WorkerPeers:
         index, count, supervisor = (int(env[k]) for k in (ENV_INDEX, ENV_COUNT, ENV_SUPERVISOR))
         return cls(Path(env[ENV_DIR]), index, count, supervisor)
 
-    def _path(self, index: int) -> Path:
-        return published_path(self.directory, index)
+    @property
+    def metrics(self) -> SharedMetrics:
+        """Every worker's figures."""
+        return SharedMetrics(self.directory)
 
-    def publish(self, snapshot: dict[str, Any]) -> None:
-        """Replace this worker's published counters (atomically: a reader never sees half)."""
-        path = self._path(self.index)
-        part = path.with_suffix(".part")
-        part.write_text(json.dumps(snapshot))
-        part.replace(path)
+    def started(self) -> None:
+        """Tell the supervisor this worker serves: if it dies now, start it again."""
+        started_path(self.directory, self.index).touch()
 
-    def others(self) -> list[dict[str, Any]]:
-        """The counters the other workers last published (none yet for one just started)."""
-        found = []
-        for index in range(self.count):
-            if index == self.index:
-                continue
-            try:
-                found.append(json.loads(self._path(index).read_text()))
-            except (FileNotFoundError, ValueError):
-                continue  # not started yet, or the directory went with the supervisor
-        return found
-
-    async def run(self, snapshot: Any) -> None:
-        """Publish ``snapshot()`` whenever it changes; stop the worker if the supervisor is
-        gone (this process's parent is another). Runs until cancelled."""
-        published = None
-        while True:
-            current = snapshot()
-            if current != published:
-                with contextlib.suppress(OSError):
-                    self.publish(current)
-                    published = current
-            if self.supervisor is not None and os.getppid() != self.supervisor:
-                log.error("worker %d: the supervisor is gone; stopping", self.index)
-                os.kill(os.getpid(), signal.SIGTERM)
-                return
-            await asyncio.sleep(PUBLISH_S)
+    async def watch(self) -> None:
+        """Stop the worker if the supervisor is gone (this process's parent is another).
+        Runs until cancelled."""
+        # No event says a parent is gone: polled.
+        while self.supervisor is None or os.getppid() == self.supervisor:  # noqa: ASYNC110
+            await asyncio.sleep(WATCH_S)
+        log.error("worker %d: the supervisor is gone; stopping", self.index)
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
-def published_path(directory: Path, index: int) -> Path:
-    """Where worker ``index`` publishes its counters; there once it serves."""
-    return directory / f"worker-{index}.json"
+def started_path(directory: Path, index: int) -> Path:
+    """There once worker ``index`` serves."""
+    return directory / f"worker-{index}.started"
 
 
 def worker_fd(env: Mapping[str, str]) -> int | None:
@@ -147,6 +128,8 @@ def supervise(command: Sequence[str], *, host: str, port: int, count: int) -> in
         raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
     sock.set_inheritable(True)
     directory = Path(tempfile.mkdtemp(prefix="voice-workers-"))
+    # prometheus_client reads it when it is first imported: the workers' metrics go there.
+    metrics_env = {MULTIPROC_DIR: str(directory)}
     stopping = False
 
     def stop(signum: int, frame: Any) -> None:
@@ -156,8 +139,8 @@ def supervise(command: Sequence[str], *, host: str, port: int, count: int) -> in
     previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
 
     def start(index: int) -> _Worker:
-        published_path(directory, index).unlink(missing_ok=True)  # a previous one's
-        env = dict(os.environ)
+        started_path(directory, index).unlink(missing_ok=True)  # a previous one's
+        env = dict(os.environ) | metrics_env
         env |= {ENV_FD: str(sock.fileno()), ENV_INDEX: str(index), ENV_COUNT: str(count)}
         env |= {ENV_DIR: str(directory), ENV_SUPERVISOR: str(os.getpid())}
         # In a process group of its own, a terminal's Ctrl-C reaches only the supervisor,
@@ -175,7 +158,9 @@ def supervise(command: Sequence[str], *, host: str, port: int, count: int) -> in
                 code = worker.process.poll()
                 if code is None or stopping:
                     continue
-                if not published_path(directory, worker.index).exists():
+                # Its live sessions end with it; its counters and histograms stay counted.
+                mark_process_dead(worker.process.pid, str(directory))
+                if not started_path(directory, worker.index).exists():
                     log.error("worker %d exited with status %d while starting", worker.index, code)
                     status, stopping = 1, True
                     break
