@@ -3,12 +3,14 @@ and ``/metrics`` (Prometheus text, the whole server's)."""
 
 from __future__ import annotations
 
-from prometheus_client import CONTENT_TYPE_PLAIN_0_0_4
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from voice.app.state import app_state
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+"""The Prometheus text format prometheus_client's ``generate_latest`` writes."""
 
 
 def health_routes() -> list[BaseRoute]:
@@ -28,4 +30,4 @@ async def _ready(request: Request) -> Response:
 
 async def _metrics(request: Request) -> Response:
     text = app_state(request).metrics_text()
-    return PlainTextResponse(text, media_type=CONTENT_TYPE_PLAIN_0_0_4)
+    return PlainTextResponse(text, media_type=CONTENT_TYPE)
