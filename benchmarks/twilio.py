@@ -124,29 +124,44 @@ async def watch_loop(out: Any) -> None:
             second = now + 1
 
 
+ENV_TIMINGS = "BENCH_TWILIO_TIMINGS"
+"""Where the server's processes log each turn's timings (the loop's lag in ``<path>.loop``)."""
+
+
 def serve(port: int, gateway_url: str, timings: Path, workers: int) -> None:
-    """The server process: `voice serve` as built by the CLI, plus a per-turn timings log
-    and, in ``<timings>.loop``, the event loop's lag every second. With ``workers`` > 1 it
-    is the supervisor, and each worker runs this same command."""
+    """The server process: `voice serve` as built by the CLI, its app from the ``VOICE_*``
+    environment, plus the timings of :func:`timed_app`. With ``workers`` > 1 it is the
+    supervisor, and each worker serves :func:`timed_app`."""
+    from voice.app.workers import serve_workers
+    from voice.cli import run_app
+
+    logging.basicConfig(level=logging.WARNING)
+    os.environ |= {
+        "VOICE_GATEWAY_URL": gateway_url,
+        "VOICE_HOST": "127.0.0.1",
+        "VOICE_PORT": str(port),
+        "VOICE_MAX_SESSIONS": "1000",
+        ENV_TIMINGS: str(timings),
+    }
+    if workers > 1:
+        app = "benchmarks.twilio:timed_app"  # by name: each worker imports it
+        status = serve_workers(app, host="127.0.0.1", port=port, count=workers, log_level="warning")
+        sys.exit(status)
+    run_app(timed_app(), host="127.0.0.1", port=port, log_level="warning")
+
+
+def timed_app() -> Any:
+    """`voice serve`'s app, whose metrics also log each turn's timings, and which logs its
+    event loop's lag every second (:func:`watch_loop`)."""
     import contextlib
 
     from voice.app.factory import create_app
-    from voice.app.workers import WorkerPeers, supervise, worker_fd
-    from voice.cli import run_app
-    from voice.config import Settings
+    from voice.app.metrics import SharedMetrics
     from voice.core.events import ResponseDone, SessionEvent
 
     logging.basicConfig(level=logging.WARNING)
-    peers = WorkerPeers.from_env(os.environ)
-    if peers is None and workers > 1:
-        command = [sys.executable, "-m", "benchmarks.twilio", *sys.argv[1:]]
-        sys.exit(supervise(command, host="127.0.0.1", port=port, count=workers))
-    settings = Settings.from_env(
-        os.environ,
-        gateway={"url": gateway_url},
-        server={"host": "127.0.0.1", "port": port, "max_sessions": 1000},
-    )
-    app = create_app(settings, peers=peers)
+    timings = Path(os.environ[ENV_TIMINGS])
+    app = create_app(shared=SharedMetrics.from_env(os.environ))
     out = timings.open("a", buffering=1)
     metrics = app.state.voice.metrics
     observe = metrics.observe
@@ -170,7 +185,7 @@ def serve(port: int, gateway_url: str, timings: Path, workers: int) -> None:
 
     inner = app.router.lifespan_context
     app.router.lifespan_context = lifespan
-    run_app(app, host="127.0.0.1", port=port, log_level="warning", fd=worker_fd(os.environ))
+    return app
 
 
 async def one_call(

@@ -11,7 +11,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from voice.app.workers import ENV_INDEX, WorkerPeers, supervise, worker_fd
 from voice.bench.command import add_parser as add_bench
 from voice.config import Settings
 from voice.errors import ConfigError, VoiceError
@@ -19,24 +18,27 @@ from voice.errors import ConfigError, VoiceError
 log = logging.getLogger("voice")
 
 
+QUIET_LOGGERS = (
+    # httpx logs every request at INFO: one line per sentence per session drowns the rest.
+    "httpx",
+    # faster-whisper logs every transcription's duration at INFO: one line per turn.
+    "faster_whisper",
+    # aioice logs every ICE check's state change at INFO: a dozen lines per WebRTC caller.
+    "aioice",
+)
+"""Loggers heard only with ``--verbose``."""
+
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
-    args.argv = argv  # a supervisor starts its workers with the same arguments
-    worker = os.environ.get(ENV_INDEX)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s "
-        + (f"worker {worker} " if worker else "")
-        + "%(name)s: %(message)s",
-    )
-    # httpx logs every request at INFO: one line per sentence per session drowns the rest.
-    logging.getLogger("httpx").setLevel(logging.DEBUG if args.verbose else logging.WARNING)
-    # faster-whisper logs every transcription's duration at INFO: one line per turn.
-    logging.getLogger("faster_whisper").setLevel(logging.DEBUG if args.verbose else logging.WARNING)
-    # aioice logs every ICE check's state change at INFO: a dozen lines per WebRTC caller.
-    logging.getLogger("aioice").setLevel(logging.DEBUG if args.verbose else logging.WARNING)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format=LOG_FORMAT)
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.DEBUG if args.verbose else logging.WARNING)
     try:
         result: int = args.run(args)
         return result
@@ -45,6 +47,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+
+
+def _workers_log_config(verbose: bool) -> dict[str, Any]:
+    """:func:`main`'s logging, for ``logging.config.dictConfig`` in every process of
+    ``voice serve --workers`` (uvicorn applies it in each worker), each line saying which
+    process wrote it."""
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {
+            "voice": {"format": LOG_FORMAT.replace("%(name)s", "[%(process)d] %(name)s")}
+        },
+        "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "voice"}},
+        "root": {"level": "DEBUG" if verbose else "INFO", "handlers": ["stderr"]},
+        "loggers": {name: {"level": "DEBUG" if verbose else "WARNING"} for name in QUIET_LOGGERS},
+    }
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -124,92 +142,78 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _settings(args: argparse.Namespace) -> Settings:
-    return Settings.from_env(
-        os.environ,
-        gateway={
-            "url": args.gateway_url,
-            "asr_model": args.asr_model,
-            "llm_model": args.llm_model,
-            "tts_model": args.tts_model,
-            "tts_voice": args.tts_voice,
-        },
-        server={
-            "host": args.host,
-            "port": args.port,
-            "max_sessions": args.max_sessions,
-            "workers": args.workers,
-        },
-    )
+def _env_overrides(args: argparse.Namespace) -> dict[str, str]:
+    """The flags given, as the ``VOICE_*`` variables they override."""
+    flags = {
+        "VOICE_GATEWAY_URL": args.gateway_url,
+        "VOICE_ASR_MODEL": args.asr_model,
+        "VOICE_LLM_MODEL": args.llm_model,
+        "VOICE_TTS_MODEL": args.tts_model,
+        "VOICE_TTS_VOICE": args.tts_voice,
+        "VOICE_HOST": args.host,
+        "VOICE_PORT": args.port,
+        "VOICE_MAX_SESSIONS": args.max_sessions,
+        "VOICE_WORKERS": args.workers,
+    }
+    return {name: str(value) for name, value in flags.items() if value is not None}
 
 
 def _serve(args: argparse.Namespace) -> int:
     from voice.app.factory import create_app
+    from voice.app.workers import serve_workers
 
-    settings = _settings(args)
+    overrides = _env_overrides(args)
+    settings = Settings.from_env(os.environ | overrides)
     server = settings.server
-    peers = WorkerPeers.from_env(os.environ)
-    if peers is None:  # the process the user started
-        if settings.gateway.url is None:
-            log.info(
-                "no gateway URL (VOICE_GATEWAY_URL / --gateway-url): using the embedded local "
-                "engines (Whisper base, SmolLM2-135M, hibari); they load before the first "
-                "caller%s",
-                f", in each of the {server.workers} workers" if server.workers > 1 else "",
-            )
+    if settings.gateway.url is None:
         log.info(
-            "voice serving ws://%s:%d/v1/session with gateway %s%s",
-            server.host,
-            server.port,
-            settings.gateway.url or "local (embedded engines)",
-            f" in {server.workers} worker processes" if server.workers > 1 else "",
+            "no gateway URL (VOICE_GATEWAY_URL / --gateway-url): using the embedded local "
+            "engines (Whisper base, SmolLM2-135M, hibari); they load before the first "
+            "caller%s",
+            f", in each of the {server.workers} workers" if server.workers > 1 else "",
         )
-        if server.workers > 1:
-            command = [sys.executable, "-m", "voice.cli", *args.argv]
-            return supervise(command, host=server.host, port=server.port, count=server.workers)
-    app = create_app(settings, peers=peers)
-    run_app(app, host=server.host, port=server.port, fd=worker_fd(os.environ))
+    log.info(
+        "voice serving ws://%s:%d/v1/session with gateway %s%s",
+        server.host,
+        server.port,
+        settings.gateway.url or "local (embedded engines)",
+        f" in {server.workers} worker processes" if server.workers > 1 else "",
+    )
+    if server.workers > 1:
+        # Each worker builds its app from the environment (serve_app): the flags go there.
+        os.environ.update(overrides)
+        return serve_workers(
+            f"{__name__}:serve_app",
+            host=server.host,
+            port=server.port,
+            count=server.workers,
+            log_config=_workers_log_config(args.verbose),
+        )
+    run_app(create_app(settings), host=server.host, port=server.port)
     return 0
 
 
-GC_YOUNG_THRESHOLD = 10_000
-"""Allocations (less deallocations) between collections of the youngest generation."""
+def serve_app() -> Any:
+    """The app each worker of ``voice serve --workers`` serves, from the environment."""
+    from voice.app.factory import create_app
+    from voice.app.metrics import SharedMetrics
+
+    return create_app(shared=SharedMetrics.from_env(os.environ))
 
 
-def run_app(
-    app: Any, *, host: str, port: int, log_level: str = "info", fd: int | None = None
-) -> None:
-    """Serve the voice app on uvicorn until SIGINT/SIGTERM, tuned for many live sessions.
+def run_app(app: Any, *, host: str, port: int, log_level: str = "info") -> None:
+    """Serve the voice app on uvicorn until SIGINT/SIGTERM, tuned for many live sessions
+    (as each worker of ``voice serve --workers`` is: voice/app/workers.py).
 
-    ``fd``: listen on this inherited socket (a worker's), not on ``host:port``.
     ``benchmarks/`` calls this too, so capacity figures are those of ``voice serve``.
     """
-    import gc
-    import socket
-
     import uvicorn
 
-    # Everything built so far (modules, the app, settings) lives as long as the process:
-    # frozen, the collector no longer rescans it. Unfrozen, every full collection walks it
-    # all, a pause of ~25 ms on a small machine that every session's audio waits behind.
-    gc.collect()
-    gc.freeze()
-    # Each call makes thousands of short-lived objects a second (messages, frames, futures);
-    # with the default 700 the youngest generation is collected ~10 times a second at 100
-    # calls, and objects a few milliseconds old survive into the older generations, whose
-    # collections are the long pauses. Collected every GC_YOUNG_THRESHOLD allocations,
-    # most have died first.
-    gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
-    config = uvicorn.Config(
-        app,
-        host=host,
-        port=port,
-        ws="websockets-sansio",
-        log_level=log_level,
-        timeout_graceful_shutdown=10,
-    )
-    server = uvicorn.Server(config)
-    server.run(sockets=None if fd is None else [socket.socket(fileno=fd)])
+    from voice.app.workers import server_config, tune_gc
+
+    tune_gc()
+    server = uvicorn.Server(server_config(app, host=host, port=port, log_level=log_level))
+    server.run()
     if not server.started:
         sys.exit(3)  # uvicorn's status for a server that could not start (port in use...)
 

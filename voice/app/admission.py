@@ -161,7 +161,7 @@ class Admission:
             if self.full:
                 raise ServerBusy()
         except CallRefused as refused:
-            self._metrics.sessions_rejected += 1
+            self._metrics.session_refused()
             logger.info("call refused (%s): %s", refused.code, refused.message)
             raise
         return caller
@@ -183,18 +183,13 @@ class Admission:
             session.pin(
                 instructions=pins.instructions, voice=pins.voice, locked=not pins.allow_update
             )
-        metrics.sessions_active += 1
-        metrics.sessions_total += 1
-
-        def on_end() -> None:
-            metrics.sessions_active -= 1
-
+        metrics.session_started()
         # Open gateway connections while the caller is still speaking its first turn.
         warm = asyncio.create_task(self._gateway.warm())
         warm.add_done_callback(_warm_done)
         who = f" for {caller.sub}" if caller is not None and caller.sub else ""
         session.log.info("%s call started (%s)%s", transport.value, _peer(conn), who)
-        return Call(session, transport, on_end=on_end, warm=warm)
+        return Call(session, transport, on_end=metrics.session_ended, warm=warm)
 
 
 async def refuse_websocket(websocket: WebSocket, refused: CallRefused, *, event: bool) -> None:

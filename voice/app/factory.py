@@ -12,7 +12,6 @@ Every route works under the prefix, the call page included (its URLs are relativ
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 from collections.abc import AsyncIterator
@@ -20,12 +19,12 @@ from collections.abc import AsyncIterator
 from starlette.applications import Starlette
 
 from voice.app.health_routes import health_routes
+from voice.app.metrics import SharedMetrics
 from voice.app.page_routes import page_routes
 from voice.app.session_routes import session_routes
 from voice.app.state import AppState
 from voice.app.telephony_routes import telephony_routes
 from voice.app.webrtc_routes import webrtc_routes
-from voice.app.workers import WorkerPeers
 from voice.config import Settings
 from voice.gateway.base import Gateway
 
@@ -49,33 +48,25 @@ def create_app(
     settings: Settings | None = None,
     *,
     gateway: Gateway | None = None,
-    peers: WorkerPeers | None = None,
+    shared: SharedMetrics | None = None,
 ) -> Starlette:
     """The app. ``settings`` default to the ``VOICE_*`` environment, as ``voice serve`` reads
     it. With no ``gateway``, the settings' is built, warmed at startup and closed at shutdown.
 
-    ``peers``: this process is one of the workers of ``voice serve --workers``.
+    ``shared``: this process is one of the workers of ``voice serve --workers``, and these
+    are every worker's metrics (for ``/metrics``, ``/ready`` and admission).
     """
     if settings is None:
         settings = Settings.from_env(os.environ)
     owned = gateway is None
-    state = AppState(settings=settings, gateway=gateway or build_gateway(settings), peers=peers)
+    state = AppState(settings=settings, gateway=gateway or build_gateway(settings), shared=shared)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await state.gateway.warm()
-        publisher = None
-        if peers is not None:
-            # Published before the first request: the supervisor takes a worker that exits
-            # before it ever published for one that could not start.
-            peers.publish(state.metrics.snapshot())
-            publisher = asyncio.create_task(peers.run(lambda: state.metrics.snapshot()))
         try:
             yield
         finally:
-            if publisher is not None:
-                publisher.cancel()
-                await asyncio.gather(publisher, return_exceptions=True)
             await state.webrtc.aclose()
             if owned:
                 await state.gateway.aclose()

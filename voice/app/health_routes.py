@@ -9,6 +9,9 @@ from starlette.routing import BaseRoute, Route
 
 from voice.app.state import app_state
 
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+"""The Prometheus text format prometheus_client's ``generate_latest`` writes."""
+
 
 def health_routes() -> list[BaseRoute]:
     return [Route("/health", _health), Route("/ready", _ready), Route("/metrics", _metrics)]
@@ -26,5 +29,5 @@ async def _ready(request: Request) -> Response:
 
 
 async def _metrics(request: Request) -> Response:
-    text = app_state(request).server_metrics().render()
-    return PlainTextResponse(text, media_type="text/plain; version=0.0.4")
+    text = app_state(request).metrics_text()
+    return PlainTextResponse(text, media_type=CONTENT_TYPE)

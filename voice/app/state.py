@@ -8,8 +8,7 @@ from dataclasses import dataclass, field
 from starlette.requests import HTTPConnection
 
 from voice.app.admission import Admission
-from voice.app.metrics import Metrics
-from voice.app.workers import WorkerPeers
+from voice.app.metrics import Metrics, SharedMetrics
 from voice.config import Settings
 from voice.gateway.base import Gateway
 from voice.transports.webrtc import WebRtcPeers
@@ -22,8 +21,8 @@ class AppState:
     metrics: Metrics = field(default_factory=Metrics)
     webrtc: WebRtcPeers = field(default_factory=WebRtcPeers)
     """Live WebRTC sessions; their peer connections outlive the offer request."""
-    peers: WorkerPeers | None = None
-    """The other worker processes of this server (``voice serve --workers``), if any."""
+    shared: SharedMetrics | None = None
+    """Every worker's figures, when this process is one of ``voice serve --workers``."""
     admission: Admission = field(init=False)
 
     def __post_init__(self) -> None:
@@ -34,16 +33,15 @@ class AppState:
             active=self.sessions_active,
         )
 
-    def server_metrics(self) -> Metrics:
-        """This process's metrics, with the other workers' added: the whole server's."""
-        return self.metrics if self.peers is None else self.metrics.combined(self.peers.others())
+    def metrics_text(self) -> str:
+        """The whole server's figures (every worker's), in Prometheus text format."""
+        return (self.metrics if self.shared is None else self.shared).render()
 
     def sessions_active(self) -> int:
         """Sessions connected now, in this process and the other workers."""
-        active = self.metrics.sessions_active
-        if self.peers is not None:
-            active += sum(other["sessions_active"] for other in self.peers.others())
-        return active
+        if self.shared is None:
+            return self.metrics.sessions_active
+        return self.shared.sessions_active()
 
 
 def app_state(conn: HTTPConnection) -> AppState:

@@ -6,197 +6,207 @@ With workers, each process runs its own loop over its own sessions; a session li
 ends in the process that accepted it, and nothing it does needs another process (a WebRTC
 call is one offer request, then media on its own UDP ports).
 
-The supervisor binds the socket, so a port in use fails at once and in one place, and
-starts each worker as the same command line with the socket inherited. Workers that run
-as one server need to share just two things:
+uvicorn's own supervisor (``uvicorn.supervisors.Multiprocess``) runs them: it starts each
+worker as a fresh interpreter with the listening socket, asks every half second whether
+each still answers, starts a dead one again, stops the server when one exits because it
+could not start (status 3, uvicorn's ``STARTUP_FAILURE``: the next would fail alike), and
+stops them all gracefully on SIGTERM or SIGINT. :func:`serve_workers` adds what a voice
+server needs around it:
 
-- **admission**: ``max_sessions`` is for the whole server;
-- **metrics**: ``/metrics`` and ``/ready``, whichever worker answers them, count them all.
+- it binds the socket itself, so a port in use is a clear error, at once;
+- workers share their metrics through prometheus_client's multiprocess mode (in a directory
+  made here, removed at the end; see :mod:`voice.app.metrics`), and a dead worker is marked
+  dead there, so its live sessions stop counting against ``max_sessions``;
+- workers that do not stop within :data:`STOP_S` of the stop signal are killed;
+- the exit status is 1 when a worker could not start.
 
-Each worker publishes its counters to a file in a directory the supervisor made
-(:class:`WorkerPeers`), at most every :data:`PUBLISH_S` when they change, and reads the
-others' when asked. Admission may so count a session that began in another worker in the
-last quarter second late: a burst can overshoot ``max_sessions`` by that much, never
-refuse early.
-
-A worker that dies after it started serving is started again; one that dies before (it
-never published its counters) ends the server, since the next would fail alike. A worker
-whose supervisor is gone stops.
+In each worker, :func:`worker_app` builds the app from the factory named in
+:data:`ENV_APP` (from the environment: flags reach workers as ``VOICE_*`` variables), turns
+any error there into status 3 rather than a traceback uvicorn would answer by starting it
+again forever, tunes the garbage collector as :func:`tune_gc` says, and stops the worker
+when its supervisor is gone.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import json
+import gc
 import logging
+import multiprocessing
 import os
 import shutil
 import signal
 import socket
-import subprocess
+import sys
 import tempfile
+import threading
 import time
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from voice.errors import ConfigError
+import uvicorn
+from prometheus_client.multiprocess import mark_process_dead
+from uvicorn.config import STARTUP_FAILURE
+from uvicorn.importer import import_from_string
+from uvicorn.supervisors import Multiprocess
+from uvicorn.supervisors.multiprocess import Process
+
+from voice.app.metrics import MULTIPROC_DIR
+from voice.errors import ConfigError, VoiceError
 
 log = logging.getLogger(__name__)
 
-ENV_FD = "VOICE_WORKER_FD"
-"""Set in a worker: the inherited listening socket's file descriptor."""
-ENV_INDEX = "VOICE_WORKER_INDEX"
-ENV_COUNT = "VOICE_WORKER_COUNT"
-ENV_DIR = "VOICE_WORKER_DIR"
-"""Set in a worker: where every worker publishes its counters."""
-ENV_SUPERVISOR = "VOICE_WORKER_SUPERVISOR"
-"""Set in a worker: the supervisor's process id."""
-
-PUBLISH_S = 0.25
-"""How often a worker looks whether its counters changed, and publishes them if so."""
+ENV_APP = "VOICE_WORKER_APP"
+"""Set in a worker: the app factory it serves, as ``module:function``."""
 STOP_S = 15.0
 """How long the supervisor waits for workers to finish their sessions after a stop signal
-(uvicorn's graceful shutdown, 10 s, plus time to close) before it kills them."""
-POLL_S = 0.2
+(uvicorn's graceful shutdown, :data:`GRACEFUL_S`, plus time to close) before it kills them."""
+GRACEFUL_S = 10
+"""After a stop signal, how long uvicorn lets open connections finish."""
+GC_YOUNG_THRESHOLD = 10_000
+"""Allocations (less deallocations) between collections of the youngest generation."""
 
 
-@dataclass(frozen=True)
-class WorkerPeers:
-    """This worker's place among its peers: its index, their number, the shared directory."""
-
-    directory: Path
-    index: int
-    count: int
-    supervisor: int | None = None
-    """The supervisor's process id: when this process's parent is another, it is gone."""
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str]) -> WorkerPeers | None:
-        """The worker's peers, or None in a process that is not a worker."""
-        if ENV_DIR not in env:
-            return None
-        index, count, supervisor = (int(env[k]) for k in (ENV_INDEX, ENV_COUNT, ENV_SUPERVISOR))
-        return cls(Path(env[ENV_DIR]), index, count, supervisor)
-
-    def _path(self, index: int) -> Path:
-        return published_path(self.directory, index)
-
-    def publish(self, snapshot: dict[str, Any]) -> None:
-        """Replace this worker's published counters (atomically: a reader never sees half)."""
-        path = self._path(self.index)
-        part = path.with_suffix(".part")
-        part.write_text(json.dumps(snapshot))
-        part.replace(path)
-
-    def others(self) -> list[dict[str, Any]]:
-        """The counters the other workers last published (none yet for one just started)."""
-        found = []
-        for index in range(self.count):
-            if index == self.index:
-                continue
-            try:
-                found.append(json.loads(self._path(index).read_text()))
-            except (FileNotFoundError, ValueError):
-                continue  # not started yet, or the directory went with the supervisor
-        return found
-
-    async def run(self, snapshot: Any) -> None:
-        """Publish ``snapshot()`` whenever it changes; stop the worker if the supervisor is
-        gone (this process's parent is another). Runs until cancelled."""
-        published = None
-        while True:
-            current = snapshot()
-            if current != published:
-                with contextlib.suppress(OSError):
-                    self.publish(current)
-                    published = current
-            if self.supervisor is not None and os.getppid() != self.supervisor:
-                log.error("worker %d: the supervisor is gone; stopping", self.index)
-                os.kill(os.getpid(), signal.SIGTERM)
-                return
-            await asyncio.sleep(PUBLISH_S)
+def tune_gc() -> None:
+    """Set the collector for many live sessions; call once the app is built."""
+    # Everything built so far (modules, the app, settings) lives as long as the process:
+    # frozen, the collector no longer rescans it. Unfrozen, every full collection walks it
+    # all, a pause of ~25 ms on a small machine that every session's audio waits behind.
+    gc.collect()
+    gc.freeze()
+    # Each call makes thousands of short-lived objects a second (messages, frames, futures);
+    # with the default 700 the youngest generation is collected ~10 times a second at 100
+    # calls, and objects a few milliseconds old survive into the older generations, whose
+    # collections are the long pauses. Collected every GC_YOUNG_THRESHOLD allocations,
+    # most have died first.
+    gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
 
 
-def published_path(directory: Path, index: int) -> Path:
-    """Where worker ``index`` publishes its counters; there once it serves."""
-    return directory / f"worker-{index}.json"
+def server_config(app: Any, *, host: str, port: int, **options: Any) -> uvicorn.Config:
+    """uvicorn's configuration for a voice server, one process or each worker."""
+    return uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        ws="websockets-sansio",
+        timeout_graceful_shutdown=GRACEFUL_S,
+        **options,
+    )
 
 
-def worker_fd(env: Mapping[str, str]) -> int | None:
-    """The listening socket a worker inherited; None in a process that is not a worker."""
-    return int(env[ENV_FD]) if ENV_FD in env else None
+def serve_workers(
+    factory: str,
+    *,
+    host: str,
+    port: int,
+    count: int,
+    log_level: str = "info",
+    log_config: dict[str, Any] | None = None,
+) -> int:
+    """Bind ``host:port`` and serve the app ``factory`` (``module:function``, called in each
+    worker) in ``count`` workers until SIGINT/SIGTERM.
 
-
-@dataclass
-class _Worker:
-    index: int
-    process: subprocess.Popen[bytes]
-
-
-def supervise(command: Sequence[str], *, host: str, port: int, count: int) -> int:
-    """Bind ``host:port``, run ``count`` workers as ``command`` on it until SIGINT/SIGTERM.
-
-    Returns the exit status: 0 after a stop signal, 1 when a worker failed to start.
+    ``log_config`` (``logging.config.dictConfig``) is applied in every process, workers
+    included; by default, uvicorn's. Returns the exit status: 0 after a stop signal, 1
+    when a worker failed to start.
     """
     try:
         sock = socket.create_server((host, port), backlog=4096)
     except OSError as exc:
         raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
-    sock.set_inheritable(True)
     directory = Path(tempfile.mkdtemp(prefix="voice-workers-"))
-    stopping = False
-
-    def stop(signum: int, frame: Any) -> None:
-        nonlocal stopping
-        stopping = True
-
-    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
-
-    def start(index: int) -> _Worker:
-        published_path(directory, index).unlink(missing_ok=True)  # a previous one's
-        env = dict(os.environ)
-        env |= {ENV_FD: str(sock.fileno()), ENV_INDEX: str(index), ENV_COUNT: str(count)}
-        env |= {ENV_DIR: str(directory), ENV_SUPERVISOR: str(os.getpid())}
-        # In a process group of its own, a terminal's Ctrl-C reaches only the supervisor,
-        # which stops each worker once, gracefully.
-        process = subprocess.Popen(command, env=env, pass_fds=(sock.fileno(),), process_group=0)
-        return _Worker(index, process)
-
-    workers = [start(index) for index in range(count)]
-    log.info("supervisor %d: %d workers on %s:%d", os.getpid(), count, host, port)
-    status = 0
+    # Workers start with this process's environment; prometheus_client reads its variable
+    # when it is first imported, so each worker's metrics live in the directory from the start.
+    saved = {name: os.environ.get(name) for name in (ENV_APP, MULTIPROC_DIR)}
+    os.environ |= {ENV_APP: factory, MULTIPROC_DIR: str(directory)}
+    config = server_config(
+        f"{__name__}:worker_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=count,
+        log_level=log_level,
+        **({} if log_config is None else {"log_config": log_config}),
+    )
+    supervisor = _Supervisor(config, [sock], metrics_dir=directory)
     try:
-        while not stopping:
-            time.sleep(POLL_S)
-            for worker in workers:
-                code = worker.process.poll()
-                if code is None or stopping:
-                    continue
-                if not published_path(directory, worker.index).exists():
-                    log.error("worker %d exited with status %d while starting", worker.index, code)
-                    status, stopping = 1, True
-                    break
-                log.warning(
-                    "worker %d exited with status %d; starting it again", worker.index, code
-                )
-                workers[worker.index] = start(worker.index)
+        supervisor.run()
     finally:
-        for worker in workers:
-            if worker.process.poll() is None:
-                worker.process.terminate()
-        deadline = time.monotonic() + STOP_S
-        for worker in workers:
-            try:
-                worker.process.wait(timeout=max(0.0, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                log.warning("worker %d did not stop in %.0f s; killed", worker.index, STOP_S)
-                worker.process.kill()
-                worker.process.wait()
         sock.close()
         shutil.rmtree(directory, ignore_errors=True)
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-    return status
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+    return 1 if any(p.exitcode == STARTUP_FAILURE for p in supervisor.processes) else 0
+
+
+class _Supervisor(Multiprocess):
+    """uvicorn's supervisor, which also marks every worker it let go (dead, replaced on
+    SIGHUP, dropped on SIGTTOU) dead for the shared metrics, and does not wait for ever on a
+    worker that does not stop."""
+
+    def __init__(self, config: uvicorn.Config, sockets: list[socket.socket], *, metrics_dir: Path):
+        super().__init__(config, sockets)
+        self._metrics_dir = metrics_dir
+        self._known: list[Process] = []
+
+    def keep_subprocess_alive(self) -> None:
+        super().keep_subprocess_alive()
+        self._forget_gone()
+
+    def handle_signals(self) -> None:
+        super().handle_signals()
+        self._forget_gone()
+
+    def _forget_gone(self) -> None:
+        for process in self._known:
+            if process in self.processes or process.pid is None:
+                continue
+            # Its live sessions ended with it; its counters and histograms stay counted.
+            mark_process_dead(process.pid, str(self._metrics_dir))
+            log.warning("worker %d ended (status %s)", process.pid, process.exitcode)
+        self._known = list(self.processes)
+
+    def join_all(self) -> None:
+        deadline = time.monotonic() + STOP_S
+        for process in self.processes:
+            process.process.join(timeout=max(0.0, deadline - time.monotonic()))
+            if process.exitcode is None:
+                log.warning("worker %s did not stop in %.0f s; killed", process.pid, STOP_S)
+                process.kill()
+                process.join()
+
+
+def worker_app() -> Any:
+    """The app a worker serves, built by the factory :data:`ENV_APP` names; uvicorn calls
+    this in each worker."""
+    _stop_with_the_supervisor()
+    try:
+        app = import_from_string(os.environ[ENV_APP])()
+    except VoiceError as exc:
+        log.error("worker %d cannot start: %s", os.getpid(), exc.message)
+        sys.exit(STARTUP_FAILURE)
+    except Exception:  # whatever it is, the next worker would meet it too
+        log.exception("worker %d cannot start", os.getpid())
+        sys.exit(STARTUP_FAILURE)
+    tune_gc()
+    return app
+
+
+def _stop_with_the_supervisor() -> None:
+    """Stop this worker, gracefully, when the supervisor that started it is gone (killed:
+    nobody else would stop it, nor remove the shared metrics)."""
+    supervisor = multiprocessing.parent_process()
+    if supervisor is None:
+        return
+
+    def watch() -> None:
+        supervisor.join()  # returns when that process has exited
+        log.error("worker %d: the supervisor is gone; stopping", os.getpid())
+        # It can no longer remove the shared metrics' directory; the server is gone with it.
+        if directory := os.environ.get(MULTIPROC_DIR):
+            shutil.rmtree(directory, ignore_errors=True)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="supervisor-watch", daemon=True).start()
