@@ -4,6 +4,9 @@ without repeating the token, and costs the operator no gateway request."""
 
 import asyncio
 import json
+import os
+import subprocess
+import sys
 import time
 
 import httpx
@@ -163,3 +166,29 @@ async def test_on_a_network_address_a_carrier_without_its_credential_is_not_serv
         async with httpx.AsyncClient(base_url=url) as client:
             # Served, and checking the signature: an unsigned request is refused.
             assert (await client.get("/v1/twilio/twiml")).status_code == 403
+
+
+async def test_metrics_can_require_a_token_while_health_and_ready_stay_open():
+    async with app_stack(auth={"metrics_token": "metrics-secret"}) as (url, _):
+        async with httpx.AsyncClient(base_url=url) as client:
+            assert (await client.get("/metrics")).status_code == 401
+            wrong = {"Authorization": "Bearer nope"}
+            assert (await client.get("/metrics", headers=wrong)).status_code == 401
+            right = {"Authorization": "Bearer metrics-secret"}
+            response = await client.get("/metrics", headers=right)
+            assert response.status_code == 200 and "voice_sessions_total" in response.text
+            assert (await client.get("/health")).status_code == 200
+            assert (await client.get("/ready")).status_code == 200
+
+
+def test_voice_serve_on_a_network_address_needs_a_secret_or_no_auth():
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VOICE_")}
+    command = [sys.executable, "-m", "voice.cli", "serve", "--host", "0.0.0.0", "--port", "1"]
+    refused = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 2
+    assert "VOICE_AUTH_SECRET" in refused.stderr and "--no-auth" in refused.stderr
+    # A short secret is refused as clearly.
+    short = subprocess.run(
+        command, env={**env, "VOICE_AUTH_SECRET": "short"}, capture_output=True, text=True
+    )
+    assert short.returncode == 2 and "32" in short.stderr

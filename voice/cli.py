@@ -82,6 +82,12 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--workers", type=int, help="server processes on the one port (VOICE_WORKERS, default 1)"
     )
+    serve.add_argument(
+        "--no-auth",
+        action="store_true",
+        help="serve a network address without caller tokens (VOICE_NO_AUTH); without it, a "
+        "non-loopback --host needs VOICE_AUTH_SECRET",
+    )
     serve.set_defaults(run=_serve)
 
     gateway = commands.add_parser(
@@ -154,17 +160,26 @@ def _env_overrides(args: argparse.Namespace) -> dict[str, str]:
         "VOICE_PORT": args.port,
         "VOICE_MAX_SESSIONS": args.max_sessions,
         "VOICE_WORKERS": args.workers,
+        "VOICE_NO_AUTH": "true" if args.no_auth else None,
     }
     return {name: str(value) for name, value in flags.items() if value is not None}
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from voice.app.auth import check_exposure, is_loopback
     from voice.app.factory import create_app
     from voice.app.workers import serve_workers
 
     overrides = _env_overrides(args)
     settings = Settings.from_env(os.environ | overrides)
     server = settings.server
+    check_exposure(settings)  # a network address needs VOICE_AUTH_SECRET or --no-auth
+    if settings.auth.no_auth and not is_loopback(server.host):
+        log.warning(
+            "--no-auth: anyone who reaches %s:%d can call, and spend the gateway's budget",
+            server.host,
+            server.port,
+        )
     if settings.gateway.url is None:
         log.info(
             "no gateway URL (VOICE_GATEWAY_URL / --gateway-url): using the embedded local "

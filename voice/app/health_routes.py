@@ -3,6 +3,8 @@ and ``/metrics`` (Prometheus text, the whole server's)."""
 
 from __future__ import annotations
 
+import hmac
+
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
@@ -29,5 +31,20 @@ async def _ready(request: Request) -> Response:
 
 
 async def _metrics(request: Request) -> Response:
-    text = app_state(request).metrics_text()
-    return PlainTextResponse(text, media_type=CONTENT_TYPE)
+    state = app_state(request)
+    token = state.settings.auth.metrics_token
+    if token is not None:
+        given = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
+        if not hmac.compare_digest(given.encode(), token.get_secret_value().encode()):
+            return JSONResponse(
+                {
+                    "error": {
+                        "code": "unauthorized",
+                        "message": "send the metrics token as "
+                        "Authorization: Bearer (VOICE_METRICS_TOKEN)",
+                    }
+                },
+                status_code=401,
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+    return PlainTextResponse(state.metrics_text(), media_type=CONTENT_TYPE)
