@@ -78,3 +78,16 @@ def test_cut_frames_follow_the_stream_whether_chunks_are_whole_frames_or_not():
     assert all(len(frame) == size for frame in frames)
     assert b"".join(frames) == stream[: len(frames) * size]
     assert reframer.pending == pos - len(frames) * size
+
+
+def test_take_returns_whole_frames_as_one_run_and_the_rest_on_request():
+    r = Reframer(8000, frame_ms=10)
+    assert r.take(ramp(100)) == b""
+    assert r.take(ramp(450)[100:]) == ramp(320)  # two frames, 130 bytes held back
+    assert r.pending == 130
+    assert r.take(ramp(451)[450:], partial=True) == ramp(451)[320:450]  # whole samples
+    assert r.pending == 1  # the odd byte waits for its other half
+    r.clear()
+    assert r.pending == 0
+    whole = ramp(480)
+    assert r.take(whole) is whole  # nothing held and nothing to hold: passed through

@@ -80,14 +80,28 @@ class Reframer:
         size = self.frame_size
         if not self._buffer and len(pcm) == size and isinstance(pcm, bytes):
             return [pcm]  # transports mostly send whole frames: nothing to cut or copy
+        data = self.take(pcm)
+        return [data[i : i + size] for i in range(0, len(data), size)]
+
+    def take(self, pcm: bytes = b"", *, partial: bool = False) -> bytes:
+        """Add ``pcm`` and return every complete frame now available as one run (``b""``
+        if none), for a caller that handles them in one batch. With ``partial``, return
+        everything held, in whole samples and unpadded; a lone odd byte stays."""
+        unit = SAMPLE_WIDTH if partial else self.frame_size
+        if not self._buffer and len(pcm) % unit == 0 and isinstance(pcm, bytes):
+            return pcm  # nothing held back and nothing to hold back: no copy
         self._buffer += pcm
-        count = len(self._buffer) // size
-        if count == 0:
-            return []
-        # One slice and one delete per push, not per frame: a long chunk stays linear.
-        data = bytes(self._buffer[: count * size])
-        del self._buffer[: count * size]
-        return [data[i : i + size] for i in range(0, count * size, size)]
+        end = len(self._buffer) // unit * unit
+        if end == 0:
+            return b""
+        # One slice and one delete per call, not per frame: a long chunk stays linear.
+        data = bytes(self._buffer[:end])
+        del self._buffer[:end]
+        return data
+
+    def clear(self) -> None:
+        """Drop whatever is held back."""
+        self._buffer.clear()
 
     def flush(self) -> PcmFrame | None:
         """Return the remainder padded with silence to a full frame, or None if empty."""

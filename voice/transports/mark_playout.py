@@ -12,13 +12,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
-from voice.audio.frames import SAMPLE_WIDTH, PcmFrame
-from voice.audio.resample import Resampler
+from voice.audio.frames import PcmFrame
 from voice.core.marks import MarkLedger
+from voice.pipeline.sink import QueuedSink
 from voice.transports.codecs import Codec
 
 logger = logging.getLogger(__name__)
@@ -37,7 +36,7 @@ class CarrierMessages(Protocol):
     def clear(self) -> str: ...
 
 
-class MarkedPlayout:
+class MarkedPlayout(QueuedSink):
     """An :class:`~voice.pipeline.sink.AudioSink` whose played position comes from marks.
 
     ``write`` resamples reply audio to the codec's rate, cuts it into ``chunk_ms`` chunks
@@ -46,7 +45,8 @@ class MarkedPlayout:
     unacknowledged; ``on_mark`` takes the carrier's echoes and sends what they make room for.
     Sending from those calls, not from a task woken for it, saves a pass of the event loop
     per chunk (under load, the largest part of the pipeline's own latency). ``run()`` (a task
-    the transport owns) sends a ``clear`` and looks again when a mark is overdue.
+    the transport owns) sends a ``clear`` and looks again when a mark is overdue. The queue
+    holds encoded chunks (:class:`~voice.pipeline.sink.QueuedSink` does the rest).
     """
 
     def __init__(
@@ -61,85 +61,59 @@ class MarkedPlayout:
         grace_s: float = MARK_GRACE_S,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        super().__init__(out_rate=codec.rate, frame_ms=chunk_ms, max_queue_ms=max_queue_ms)
         self.codec = codec
         self._messages = messages
         self._send = send
         self._lead_ms = lead_ms
-        self._chunk_ms = chunk_ms
-        self._chunk_pcm = codec.rate * chunk_ms // 1000 * SAMPLE_WIDTH
-        self._max_chunks = max(1, max_queue_ms // chunk_ms)
+        self._chunk_bytes = codec.bytes_for(chunk_ms)
         self._clock = clock
         self._ledger = MarkLedger(grace_s=grace_s)
-        self._queue: deque[tuple[str, float]] = deque()
-        """Media messages ready to send, with their audio's duration in ms."""
-        self._pcm = bytearray()
-        """Resampled audio short of a whole chunk, waiting for more."""
-        self._resamplers: dict[int, Resampler] = {}
-        self._accepting = True
         self._clear_due = False
-        self._wake = asyncio.Event()
-        self._has_space = asyncio.Event()
-        self._has_space.set()
-        self._sent_all = asyncio.Event()
-        self._sent_all.set()
         self._played_all = asyncio.Event()
         self._played_all.set()
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = 0.0
         self._sending = asyncio.Lock()
         self._warned = False
-        self.first_sent_at: float | None = None
-        """Clock time the current response's first chunk left; None until it has."""
 
     # -- AudioSink -------------------------------------------------------------------------
 
     async def write(self, frame: PcmFrame) -> None:
-        """Queue reply audio (any rate); waits while ``max_queue_ms`` is queued.
-
-        After ``clear()`` writes are dropped until the next ``start_response()``.
-        """
-        if not self._accepting:
-            return
-        self._pcm += self._resample(frame)
-        await self._enqueue(self._ready())
-        await self._pump()
+        """Queue reply audio (any rate) and send what the lead allows; waits while
+        ``max_queue_ms`` is queued. After ``clear()`` writes are dropped until the next
+        ``start_response()``."""
+        if self._accepting:
+            await super().write(frame)
+            await self._pump()
 
     async def finish(self) -> None:
         """End of the response's audio: queue the tail, wait until all of it is sent."""
         if not self._accepting:
             return
-        for resampler in self._resamplers.values():
-            self._pcm += resampler.flush()
-        self._resamplers.clear()
         # Carriers play chunks of any length, so the last one goes out short, unpadded.
-        await self._enqueue(len(self._pcm) // SAMPLE_WIDTH * SAMPLE_WIDTH)
-        self._pcm.clear()
+        self._extend(self._chunks(self._reframer.take(self._tails(), partial=True)))
+        self._reframer.clear()
         await self._pump()
-        await self._sent_all.wait()
+        await self._idle.wait()
 
     async def wait_played(self) -> None:
         """Wait until the far end has played (echoed) everything sent, or it was cleared."""
-        await self._sent_all.wait()
+        await self._idle.wait()
         await self._played_all.wait()
 
     def clear(self) -> None:
         """Barge-in: drop queued audio here and tell the far end to drop what it holds."""
-        self._accepting = False
-        self._queue.clear()
-        self._pcm.clear()
-        self._resamplers.clear()
+        super().clear()
         self._ledger.clear()
         self._clear_due = True
         self._wake.set()
-        self._has_space.set()
-        self._sent_all.set()
         self._played_all.set()
 
     def start_response(self) -> None:
         """A new reply starts: played position and first-send time count from here."""
+        super().start_response()
         self._ledger.start_response()
-        self._accepting = True
-        self.first_sent_at = None
 
     def played_ms(self) -> float:
         """The current reply's audio the far end has played: up to its last echoed mark."""
@@ -153,9 +127,9 @@ class MarkedPlayout:
         if not self._ledger.echoed(name):
             return False
         self._settle()
-        if self._pcm and self._accepting and self._dry():
+        if self._reframer.pending and self._accepting and self._dry():
             # The far end has played everything: a part chunk waiting for more goes now.
-            await self._enqueue(len(self._pcm) // SAMPLE_WIDTH * SAMPLE_WIDTH)
+            self._extend(self._chunks(self._reframer.take(partial=True)))
         await self._pump()
         return True
 
@@ -193,21 +167,20 @@ class MarkedPlayout:
             self._warn_expired()
             self._settle()
         while self._queue and not self._clear_due:
-            message, ms = self._queue[0]
+            ms = self.codec.duration_ms(len(self._queue[0]))
             outstanding = ledger.outstanding_ms
             if outstanding and outstanding + ms > self._lead_ms:
                 break  # until an echo frees some lead
-            self._queue.popleft()
-            self._has_space.set()
+            chunk = self._pop()
             now = self._clock()
             name = ledger.sent(ms, now)
             self._played_all.clear()
             if self.first_sent_at is None:
                 self.first_sent_at = now
-            await self._send(message)
+            await self._send(self._messages.media(chunk))
             await self._send(self._messages.mark(name))
         if not self._queue:
-            self._sent_all.set()
+            self._idle.set()
         self._arm(ledger.next_deadline())
 
     def _arm(self, deadline: float | None) -> None:
@@ -233,16 +206,24 @@ class MarkedPlayout:
                 "(<Connect><Stream>)? Played audio cannot be tracked"
             )
 
-    def _ready(self) -> int:
-        """Bytes of ``_pcm`` to send now: whole chunks, or, when there is less than a chunk
-        and the far end has nothing left to play, all of it. Waiting to fill a chunk then
-        only keeps the caller in silence: a reply's first resampled audio is a little short
-        of a chunk (the resampler's delay), and the rest comes with the next piece of speech,
-        12 ms later at 5x real time, a whole chunk later at 1x."""
-        whole = len(self._pcm) // self._chunk_pcm * self._chunk_pcm
-        if whole or not self._dry():
-            return whole
-        return len(self._pcm) // SAMPLE_WIDTH * SAMPLE_WIDTH
+    def _frames(self, pcm: bytes) -> list[bytes]:
+        """Whole chunks of what is held, or, when that is less than a chunk and the far end
+        has nothing left to play, all of it. Waiting to fill a chunk then only keeps the
+        caller in silence: a reply's first resampled audio is a little short of a chunk
+        (the resampler's delay), and the rest comes with the next piece of speech, 12 ms
+        later at 5x real time, a whole chunk later at 1x."""
+        ready = self._reframer.take(pcm)
+        if not ready and self._dry():
+            ready = self._reframer.take(partial=True)
+        return self._chunks(ready)
+
+    def _chunks(self, pcm: bytes) -> list[bytes]:
+        if not pcm:
+            return []
+        # One encode for the whole batch, then cut: a call per chunk costs more than the work.
+        encoded = self.codec.encode(pcm)
+        step = self._chunk_bytes
+        return [encoded[start : start + step] for start in range(0, len(encoded), step)]
 
     def _dry(self) -> bool:
         """Nothing queued here, and the far end has played (or dropped) all we sent."""
@@ -251,33 +232,3 @@ class MarkedPlayout:
     def _settle(self) -> None:
         if self._ledger.outstanding_ms <= 0 and not self._queue:
             self._played_all.set()
-
-    async def _enqueue(self, size: int) -> None:
-        if size <= 0:
-            return
-        pcm = bytes(self._pcm[:size])
-        del self._pcm[:size]
-        # One encode for the whole batch, then cut: a call per chunk costs more than the work.
-        encoded = self.codec.encode(pcm)
-        step = self._chunk_pcm // SAMPLE_WIDTH * self.codec.sample_bytes
-        for start in range(0, len(encoded), step):
-            while len(self._queue) >= self._max_chunks:
-                self._has_space.clear()
-                await self._has_space.wait()
-            if not self._accepting:
-                return
-            chunk = encoded[start : start + step]
-            self._queue.append((self._messages.media(chunk), self.codec.duration_ms(len(chunk))))
-            self._sent_all.clear()
-            self._played_all.clear()
-            self._wake.set()
-
-    def _resample(self, frame: PcmFrame) -> bytes:
-        if frame.sample_rate == self.codec.rate:
-            return frame.pcm
-        resampler = self._resamplers.get(frame.sample_rate)
-        if resampler is None:
-            resampler = self._resamplers[frame.sample_rate] = Resampler(
-                frame.sample_rate, self.codec.rate
-            )
-        return resampler.process(frame.pcm)

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
@@ -34,8 +33,8 @@ from aiortc.jitterbuffer import JitterBuffer
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from voice.audio import opus
-from voice.audio.frames import SAMPLE_WIDTH, PcmFrame, Reframer
-from voice.audio.resample import Resampler
+from voice.audio.frames import SAMPLE_WIDTH
+from voice.pipeline.sink import QueuedSink
 
 RATE = opus.RATE
 """Rate of the reply track: Opus's own, and aiortc's pts clock for Opus."""
@@ -72,7 +71,7 @@ class PcmFrames:
         return self.speech(SILENCE, pts)
 
 
-class ReplyTrack(MediaStreamTrack):
+class ReplyTrack(QueuedSink, MediaStreamTrack):
     """Reply audio for one peer connection: paced by pts, silent when empty, clearable.
 
     ``played_ms()`` counts the reply frames handed to aiortc's encoder since
@@ -95,24 +94,14 @@ class ReplyTrack(MediaStreamTrack):
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
-        super().__init__()
+        MediaStreamTrack.__init__(self)
+        QueuedSink.__init__(self, out_rate=RATE, frame_ms=FRAME_MS, max_queue_ms=max_queue_ms)
         self._clock = clock
         self._sleep = sleep
-        self._max_frames = max(1, max_queue_ms // FRAME_MS)
-        self._queue: deque[bytes] = deque()
-        self._has_space = asyncio.Event()
-        self._has_space.set()
-        self._idle = asyncio.Event()
-        self._idle.set()
-        self._accepting = True
-        self._reframer = Reframer(RATE, FRAME_MS)
-        self._resamplers: dict[int, Resampler] = {}
         self._start: float | None = None
         self._pts = 0
         self._played_frames = 0
         self._out: FrameOut = opus.OpusStream()
-        self.first_sent_at: float | None = None
-        """Clock time the current response's first frame was handed over; None until then."""
 
     # -- aiortc's side -------------------------------------------------------------------
 
@@ -151,8 +140,7 @@ class ReplyTrack(MediaStreamTrack):
     def _next_pcm(self) -> bytes | None:
         if not self._queue:
             return None
-        pcm = self._queue.popleft()
-        self._has_space.set()
+        pcm = self._pop()
         if not self._queue:
             self._idle.set()
         self._played_frames += 1
@@ -160,56 +148,12 @@ class ReplyTrack(MediaStreamTrack):
             self.first_sent_at = self._clock()
         return pcm
 
-    # -- the session's side (AudioSink) ----------------------------------------------------
-
-    async def write(self, frame: PcmFrame) -> None:
-        """Queue reply audio (any rate); waits while the queue is full.
-
-        After ``clear()`` writes are dropped until the next ``start_response()``: a reply
-        being cancelled may still hand over a frame or two before its tasks see the cancel.
-        """
-        if not self._accepting:
-            return
-        for out in self._reframer.push(self._resample(frame)):
-            while len(self._queue) >= self._max_frames:
-                self._has_space.clear()
-                await self._has_space.wait()
-            if not self._accepting:
-                return
-            self._queue.append(out.pcm)
-            self._idle.clear()
-
-    async def finish(self) -> None:
-        """End of the response's audio: queue the last partial frame, wait until all is sent."""
-        if not self._accepting:
-            return
-        tail = b"".join(r.flush() for r in self._resamplers.values())
-        self._resamplers.clear()
-        frames = self._reframer.push(tail)
-        last = self._reframer.flush()
-        for out in [*frames, *([last] if last is not None else [])]:
-            self._queue.append(out.pcm)
-            self._idle.clear()
-        await self._idle.wait()
-
-    async def wait_played(self) -> None:
-        """Wait until every queued frame has been handed to the encoder (see the class doc)."""
-        await self._idle.wait()
-
-    def clear(self) -> None:
-        """Drop queued reply audio now (barge-in); the next frame out is silence."""
-        self._accepting = False
-        self._queue.clear()
-        self._resamplers.clear()
-        self._reframer = Reframer(RATE, FRAME_MS)
-        self._has_space.set()
-        self._idle.set()
+    # -- the session's side (AudioSink; QueuedSink queues the audio) -----------------------
 
     def start_response(self) -> None:
         """A new reply starts: played position and first-send time count from here."""
-        self._accepting = True
+        super().start_response()
         self._played_frames = 0
-        self.first_sent_at = None
 
     def played_ms(self) -> float:
         """Reply audio handed to the encoder since ``start_response()``."""
@@ -224,14 +168,6 @@ class ReplyTrack(MediaStreamTrack):
         """End the track (the peer connection is closing); wakes a waiting writer."""
         self.clear()
         super().stop()
-
-    def _resample(self, frame: PcmFrame) -> bytes:
-        if frame.sample_rate == RATE:
-            return frame.pcm
-        resampler = self._resamplers.get(frame.sample_rate)
-        if resampler is None:
-            resampler = self._resamplers[frame.sample_rate] = Resampler(frame.sample_rate, RATE)
-        return resampler.process(frame.pcm)
 
 
 def caller_pcm(frame: av.AudioFrame) -> bytes:
