@@ -82,6 +82,17 @@ def mint(
     return jwt.encode(claims, secret, algorithm=ALGORITHM)
 
 
+_REFUSALS: tuple[tuple[type[jwt.InvalidTokenError], str], ...] = (
+    (jwt.ExpiredSignatureError, "has expired; ask for a new one"),
+    (jwt.ImmatureSignatureError, "is not valid yet (nbf/iat in the future)"),
+    (jwt.MissingRequiredClaimError, "has no `exp` claim; tokens must expire"),
+    (jwt.InvalidSignatureError, "signature does not match this server's secret"),
+    (jwt.InvalidAlgorithmError, f"must be signed with {ALGORITHM}"),
+    (jwt.InvalidTokenError, "is malformed (not a signed JWT)"),
+)
+"""What a refusal says, by PyJWT's error, most specific first; never the token itself."""
+
+
 class TokenVerifier:
     """Verifies caller tokens against one secret."""
 
@@ -109,22 +120,9 @@ class TokenVerifier:
                 leeway=LEEWAY_S,
                 options={"require": ["exp"]},
             )
-        except jwt.ExpiredSignatureError:
-            raise Unauthorized("the caller token has expired; ask for a new one") from None
-        except jwt.ImmatureSignatureError:
-            raise Unauthorized(
-                "the caller token is not valid yet (nbf/iat in the future)"
-            ) from None
-        except jwt.MissingRequiredClaimError:
-            raise Unauthorized("the caller token has no `exp` claim; tokens must expire") from None
-        except jwt.InvalidSignatureError:
-            raise Unauthorized(
-                "the caller token's signature does not match this server's secret"
-            ) from None
-        except jwt.InvalidAlgorithmError:
-            raise Unauthorized(f"the caller token must be signed with {ALGORITHM}") from None
-        except jwt.InvalidTokenError:
-            raise Unauthorized("the caller token is malformed (not a signed JWT)") from None
+        except jwt.InvalidTokenError as exc:
+            reason = next(text for kind, text in _REFUSALS if isinstance(exc, kind))
+            raise Unauthorized(f"the caller token {reason}") from None
         sub = claims.get("sub")
         try:
             pins = Pins.model_validate(claims.get("voice") or {})
