@@ -192,3 +192,13 @@ def test_voice_serve_on_a_network_address_needs_a_secret_or_no_auth():
         command, env={**env, "VOICE_AUTH_SECRET": "short"}, capture_output=True, text=True
     )
     assert short.returncode == 2 and "32" in short.stderr
+
+
+async def test_a_plain_http_request_on_a_websocket_route_gets_426():
+    async with app_stack() as (url, _):
+        async with httpx.AsyncClient(base_url=url) as client:
+            for path in ("/v1/session", "/v1/twilio", "/v1/telnyx"):
+                response = await client.get(path)
+                assert response.status_code == 426, path
+                assert response.headers["upgrade"] == "websocket"
+                assert response.json()["error"]["code"] == "upgrade_required"

@@ -24,8 +24,9 @@ import secrets
 from collections.abc import Callable
 from types import TracebackType
 
-from starlette.requests import HTTPConnection
-from starlette.responses import JSONResponse
+from starlette.requests import HTTPConnection, Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
 from starlette.websockets import WebSocket
 from websockets.frames import CloseCode
 
@@ -216,3 +217,15 @@ def _peer(conn: HTTPConnection) -> str:
 def _warm_done(task: asyncio.Task[None]) -> None:
     if not task.cancelled() and (error := task.exception()) is not None:
         logger.warning("warming the gateway's connections failed: %r", error)
+
+
+def upgrade_required(path: str) -> Route:
+    """A plain HTTP request on WebSocket route ``path``: 426, saying what to do instead."""
+
+    async def answer(request: Request) -> Response:
+        message = f"{path} is a WebSocket endpoint: connect with a WebSocket client (ws://)"
+        body = {"error": {"code": "upgrade_required", "message": message}}
+        headers = {"Upgrade": "websocket", "Connection": "Upgrade"}
+        return JSONResponse(body, status_code=426, headers=headers)
+
+    return Route(path, answer, methods=["GET", "POST", "HEAD"])

@@ -5,7 +5,7 @@ from __future__ import annotations
 from starlette.routing import BaseRoute, WebSocketRoute
 from starlette.websockets import WebSocket
 
-from voice.app.admission import Transport, refuse_websocket
+from voice.app.admission import Transport, refuse_websocket, upgrade_required
 from voice.app.state import app_state
 from voice.errors import CallRefused
 from voice.transports.native_ws import NativeSession
@@ -14,7 +14,7 @@ SESSION_PATH = "/v1/session"
 
 
 def session_routes() -> list[BaseRoute]:
-    return [WebSocketRoute(SESSION_PATH, _session)]
+    return [WebSocketRoute(SESSION_PATH, _session), upgrade_required(SESSION_PATH)]
 
 
 async def _session(websocket: WebSocket) -> None:

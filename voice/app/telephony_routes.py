@@ -22,7 +22,7 @@ from starlette.routing import BaseRoute, Route, WebSocketRoute
 from starlette.websockets import WebSocket
 from websockets.frames import CloseCode
 
-from voice.app.admission import Transport, refuse_websocket
+from voice.app.admission import Transport, refuse_websocket, upgrade_required
 from voice.app.auth import carrier_routes_served
 from voice.app.state import app_state
 from voice.config import Settings
@@ -48,10 +48,11 @@ def telephony_routes(settings: Settings) -> list[BaseRoute]:
     if served["twilio"]:
         routes += [
             WebSocketRoute(TWILIO_PATH, _twilio_stream),
+            upgrade_required(TWILIO_PATH),
             Route(TWIML_PATH, _twiml, methods=["GET", "POST"]),
         ]
     if served["telnyx"]:
-        routes.append(WebSocketRoute(TELNYX_PATH, _telnyx_stream))
+        routes += [WebSocketRoute(TELNYX_PATH, _telnyx_stream), upgrade_required(TELNYX_PATH)]
     for carrier, variable in (
         ("twilio", "VOICE_TWILIO_AUTH_TOKEN"),
         ("telnyx", "VOICE_TELNYX_STREAM_TOKEN"),
