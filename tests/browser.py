@@ -27,6 +27,7 @@ import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from urllib.parse import urlencode
 
 import pytest
 from playwright.async_api import Browser, BrowserContext, Page, async_playwright
@@ -109,12 +110,19 @@ async def chromium(microphone: Path | None = None) -> AsyncIterator[Browser]:
 
 @asynccontextmanager
 async def page_of(
-    browser: Browser, url: str, *, microphone: bool = True, raw: bool = True, width: int = 1000
+    browser: Browser,
+    url: str,
+    *,
+    microphone: bool = True,
+    raw: bool = True,
+    width: int = 1000,
+    token: str | None = None,
 ) -> AsyncIterator[Page]:
     """The call page at ``url`` in a fresh context.
 
     ``microphone``: its permission is granted; ``raw``: the page opens the microphone with
-    the browser's echo cancellation, noise suppression and gain control off (``?raw=1``).
+    the browser's echo cancellation, noise suppression and gain control off (``?raw=1``);
+    ``token``: the page is opened with ``?token=`` as a backend would hand it out.
     """
     context: BrowserContext = await browser.new_context(
         permissions=["microphone"] if microphone else [],
@@ -133,7 +141,8 @@ async def page_of(
                 None if request.url.startswith((url, "data:")) else elsewhere.append(request.url)
             ),
         )
-        await page.goto(url.rstrip("/") + ("/?raw=1" if raw else "/"))
+        query = urlencode({**({"raw": "1"} if raw else {}), **({"token": token} if token else {})})
+        await page.goto(url.rstrip("/") + "/" + (f"?{query}" if query else ""))
         yield page
         assert not errors, f"the page raised: {errors}"
         assert not elsewhere, f"the page fetched from elsewhere: {elsewhere}"

@@ -17,6 +17,7 @@ from tests.browser import caller_wav, chromium, page_of, wait_state
 from tests.samples import manifest, text
 from tests.stack import REPLY, SIMULATION, app_stack
 from tests.timing import MS
+from voice.app.auth import mint
 from voice.gateway.simulated import Fault
 
 pytestmark = pytest.mark.browser
@@ -245,3 +246,28 @@ async def test_errors_the_caller_can_act_on(tmp_path):
             await wait_state(page, "error")
             message = await page.locator("#error").inner_text()
             assert "Cannot reach the server" in message
+
+
+async def test_the_page_passes_its_token_on_and_a_call_without_one_is_refused(tmp_path):
+    sample = "q01_what_time.wav"
+    microphone = caller_wav(tmp_path / "caller.wav", sample)
+    simulation = SIMULATION.model_copy(update={"transcripts": [text(sample)]})
+    secret = "a-browser-test-secret-long-enough-0123456789"
+    async with (
+        loopback_stack(simulation, auth={"secret": secret}) as (url, _),
+        chromium(microphone) as browser,
+    ):
+        # As a backend hands it out: the page's own URL carries the token.
+        async with page_of(browser, url, token=mint(secret, sub="browser-user")) as page:
+            await page.click("#call")
+            await wait_state(page, "listening")
+            await page.locator(".turn.user .bubble").filter(has_text=text(sample)).wait_for()
+            await page.wait_for_function("voiceApp.turns.length === 1")
+            await page.click("#call")
+            await wait_state(page, "idle")
+        async with page_of(browser, url) as page:
+            await page.click("#call")
+            await wait_state(page, "error")
+            message = await page.locator("#error").inner_text()
+            assert "This call needs a valid token." in message
+            assert "(unauthorized, HTTP 401)" in message
