@@ -177,3 +177,35 @@ async def test_a_server_with_no_address_to_offer_says_so(offer):
         assert "VOICE_WEBRTC_HOST_ADDRESSES" in response.json()["error"]["message"]
         assert len(app.state.voice.webrtc) == 0
         assert app.state.voice.metrics.sessions_active == 0
+
+
+async def test_offers_are_rate_limited_per_address():
+    async with (
+        webrtc_stack(limits={"offers_per_min": 2}) as (url, app, _),
+        httpx.AsyncClient(base_url=url) as client,
+    ):
+        statuses = []
+        for _ in range(3):
+            response = await client.post("/v1/webrtc/offer", content=b"{}", headers=JSON)
+            statuses.append(response.status_code)
+        assert statuses == [400, 400, 429]
+        assert response.json()["error"]["code"] == "rate_limited"
+        assert response.headers["retry-after"] == "60"
+        assert len(app.state.voice.webrtc) == 0
+
+
+async def test_calls_still_connecting_hold_only_a_share_of_the_server():
+    # max_sessions 4 at a share of 0.25: one call may be connecting at a time. An offer
+    # answered but never connected (a junk offer) holds that place until it times out.
+    first, second = await browser_offer(), await browser_offer()
+    sections = {"server": {"max_sessions": 4}, "limits": {"connecting_share": 0.25}}
+    async with (
+        webrtc_stack(**sections) as (url, app, _),
+        httpx.AsyncClient(base_url=url) as client,
+    ):
+        answered = await client.post("/v1/webrtc/offer", content=body(first), headers=JSON)
+        assert answered.status_code == 200
+        refused = await client.post("/v1/webrtc/offer", content=body(second), headers=JSON)
+        assert refused.status_code == 503
+        assert "still connecting" in refused.json()["error"]["message"]
+        assert len(app.state.voice.webrtc) == 1

@@ -187,6 +187,11 @@ class LimitsSettings(_Frozen):
     """Longest session; a caller token may lower it."""
     max_instructions_chars: int = Field(default=4096, ge=1)
     """Longest system prompt a caller may set (``session.update``, a stream parameter)."""
+    offers_per_min: int = Field(default=10, ge=1)
+    """WebRTC offers one client address may post in any minute."""
+    connecting_share: float = Field(default=0.25, gt=0, le=1)
+    """Share of ``max_sessions`` that WebRTC calls not yet connected may hold: junk offers
+    cannot fill the server."""
 
 
 DTMF_DIGITS = "0123456789*#ABCD"
@@ -407,6 +412,8 @@ ENV_VARS: dict[str, tuple[str, str]] = {
     "VOICE_IDLE_TIMEOUT_S": ("limits", "idle_timeout_s"),
     "VOICE_MAX_SESSION_S": ("limits", "max_session_s"),
     "VOICE_MAX_INSTRUCTIONS_CHARS": ("limits", "max_instructions_chars"),
+    "VOICE_WEBRTC_OFFERS_PER_MIN": ("limits", "offers_per_min"),
+    "VOICE_WEBRTC_CONNECTING_SHARE": ("limits", "connecting_share"),
 }
 """Every environment variable `voice` reads, and the setting it fills."""
 

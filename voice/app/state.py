@@ -10,6 +10,7 @@ from starlette.requests import HTTPConnection
 from voice.app.admission import Admission
 from voice.app.metrics import Metrics, SharedMetrics
 from voice.config import Settings
+from voice.core.limits import PerKeyRate
 from voice.gateway.base import Gateway
 from voice.transports.webrtc import WebRtcPeers
 
@@ -24,8 +25,11 @@ class AppState:
     shared: SharedMetrics | None = None
     """Every worker's figures, when this process is one of ``voice serve --workers``."""
     admission: Admission = field(init=False)
+    offers: PerKeyRate = field(init=False)
+    """WebRTC offers per client address per minute."""
 
     def __post_init__(self) -> None:
+        self.offers = PerKeyRate(self.settings.limits.offers_per_min)
         self.admission = Admission(
             settings=self.settings,
             gateway=self.gateway,

@@ -12,6 +12,7 @@ once its own ICE gathering is complete. Protocol: docs/protocol.md.
 from __future__ import annotations
 
 import logging
+import time
 
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
@@ -33,13 +34,28 @@ def webrtc_routes() -> list[BaseRoute]:
     return [Route(OFFER_PATH, _offer, methods=["POST"])]
 
 
-def error_response(status: int, code: str, message: str) -> Response:
-    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status)
+def error_response(
+    status: int, code: str, message: str, *, headers: dict[str, str] | None = None
+) -> Response:
+    body = {"error": {"code": code, "message": message}}
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def peer_address(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
 
 
 async def _offer(request: Request) -> Response:
     state = app_state(request)
     settings = state.settings
+    limits = settings.limits
+    if not state.offers.allow(peer_address(request), time.monotonic()):
+        message = f"over {limits.offers_per_min} offers a minute from this address; retry later"
+        return error_response(429, "rate_limited", message, headers={"Retry-After": "60"})
+    connecting_cap = max(1, int(settings.server.max_sessions * limits.connecting_share))
+    if state.webrtc.connecting() >= connecting_cap:
+        message = "too many calls are still connecting; retry in a few seconds"
+        return error_response(503, "server_busy", message, headers={"Retry-After": "5"})
     try:
         state.admission.check(request)
         media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()

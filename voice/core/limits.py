@@ -7,8 +7,8 @@ from collections import deque
 WINDOW_S = 60.0
 
 
-class TurnRate:
-    """At most ``per_minute`` turns in any sliding minute; :meth:`allow` counts one if so."""
+class PerMinute:
+    """At most ``per_minute`` events in any sliding minute; :meth:`allow` counts one if so."""
 
     def __init__(self, per_minute: int) -> None:
         self.per_minute = per_minute
@@ -22,3 +22,21 @@ class TurnRate:
             return False
         times.append(now)
         return True
+
+
+class PerKeyRate:
+    """A :class:`PerMinute` for each key (a client address), for at most ``max_keys`` keys:
+    past that the least recently seen is forgotten, so memory stays bounded whatever the
+    number of addresses."""
+
+    def __init__(self, per_minute: int, *, max_keys: int = 10_000) -> None:
+        self.per_minute = per_minute
+        self._max_keys = max_keys
+        self._rates: dict[str, PerMinute] = {}
+
+    def allow(self, key: str, now: float) -> bool:
+        rate = self._rates.pop(key, None) or PerMinute(self.per_minute)
+        self._rates[key] = rate  # most recently seen last
+        if len(self._rates) > self._max_keys:
+            del self._rates[next(iter(self._rates))]
+        return rate.allow(now)

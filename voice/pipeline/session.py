@@ -43,7 +43,7 @@ from voice.core.events import (
     Transcript,
     TurnEvent,
 )
-from voice.core.limits import TurnRate
+from voice.core.limits import PerMinute
 from voice.core.turns import TurnDetector
 from voice.errors import GatewayAuthError, GatewayError, PaymentRequired, ProtocolError
 from voice.gateway.base import Gateway
@@ -122,7 +122,7 @@ class Session:
         self._reply_task: asyncio.Task[None] | None = None
         self._response_ids = itertools.count(1)
         limits = settings.limits
-        self._turn_rate = TurnRate(limits.max_turns_per_min)
+        self._turn_rate = PerMinute(limits.max_turns_per_min)
         self._idle_s = limits.idle_timeout_s
         self._max_s = min(limits.max_session_s, max_session_s or limits.max_session_s)
         self._hangup: Hangup | None = None

@@ -106,6 +106,11 @@ class WebRtcSession:
     def closed(self) -> bool:
         return self._closing is not None
 
+    @property
+    def connected(self) -> bool:
+        """The browser's media path is up (it has been, at least once)."""
+        return self._connected.is_set()
+
     async def answer(self, offer: Offer, addresses: HostAddresses) -> str:
         """Apply the (validated) offer and return the answer's SDP, with every candidate.
 
@@ -340,6 +345,10 @@ class WebRtcPeers:
 
     def __contains__(self, session_id: object) -> bool:
         return session_id in self._live
+
+    def connecting(self) -> int:
+        """Sessions answered whose browser has not connected yet."""
+        return sum(not peer.connected for peer in self._live.values())
 
     def get(self, session_id: str) -> WebRtcSession | None:
         return self._live.get(session_id)
