@@ -48,16 +48,10 @@ def peer_address(request: Request) -> str:
 async def _offer(request: Request) -> Response:
     state = app_state(request)
     settings = state.settings
-    limits = settings.limits
-    if not state.offers.allow(peer_address(request), time.monotonic()):
-        message = f"over {limits.offers_per_min} offers a minute from this address; retry later"
-        return error_response(429, "rate_limited", message, headers={"Retry-After": "60"})
-    connecting_cap = max(1, int(settings.server.max_sessions * limits.connecting_share))
-    if state.webrtc.connecting() >= connecting_cap:
-        message = "too many calls are still connecting; retry in a few seconds"
-        return error_response(503, "server_busy", message, headers={"Retry-After": "5"})
     try:
-        state.admission.check(request)
+        state.admission.check(request)  # the page's origin and the token come first
+        if refusal := _over_offer_limits(request):
+            return refusal
         media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if media_type != "application/json":
             # Also what keeps a cross-site form or text/plain "simple request", which a
@@ -101,6 +95,20 @@ async def _offer(request: Request) -> Response:
     if not answered:
         return error_response(503, "server_busy", "the server is shutting down; retry")
     return JSONResponse({"sdp": sdp, "type": "answer", "session_id": call.id})
+
+
+def _over_offer_limits(request: Request) -> Response | None:
+    """Junk offers cannot fill the server: offers per client address per minute, and a share
+    of ``max_sessions`` for calls answered but not connected yet."""
+    state = app_state(request)
+    limits, server = state.settings.limits, state.settings.server
+    if not state.offers.allow(peer_address(request), time.monotonic()):
+        message = f"over {limits.offers_per_min} offers a minute from this address; retry later"
+        return error_response(429, "rate_limited", message, headers={"Retry-After": "60"})
+    if state.webrtc.connecting() >= max(1, int(server.max_sessions * limits.connecting_share)):
+        message = "too many calls are still connecting; retry in a few seconds"
+        return error_response(503, "server_busy", message, headers={"Retry-After": "5"})
+    return None
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
