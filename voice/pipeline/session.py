@@ -126,7 +126,8 @@ class Session:
         self._idle_s = limits.idle_timeout_s
         self._max_s = min(limits.max_session_s, max_session_s or limits.max_session_s)
         self._hangup: Hangup | None = None
-        self._timers: list[asyncio.TimerHandle] = []
+        self._idle_timer: asyncio.TimerHandle | None = None
+        self._max_timer: asyncio.TimerHandle | None = None
         self._limits_armed = False
         self._pinned = False
         self._last_voiced = 0.0
@@ -145,16 +146,14 @@ class Session:
             return
         self._limits_armed = True
         loop = asyncio.get_running_loop()
-        self._last_voiced = loop.time()
-        self._timers = [
-            loop.call_later(self._idle_s, self._check_idle),
-            loop.call_later(
-                self._max_s,
-                self.end,
-                "max_duration",
-                f"the session reached its limit of {self._max_s:g} s",
-            ),
-        ]
+        self._last_voiced = time.monotonic()
+        self._idle_timer = loop.call_later(self._idle_s, self._check_idle)
+        self._max_timer = loop.call_later(
+            self._max_s,
+            self.end,
+            "max_duration",
+            f"the session reached its limit of {self._max_s:g} s",
+        )
         observe = self._observe
         if observe is None:
             self._emit = emit
@@ -213,19 +212,21 @@ class Session:
             self._hangup(reason)
 
     def _check_idle(self) -> None:
-        loop = asyncio.get_running_loop()
+        """The idle timer fired: end the session, or look again when it could be idle.
+        One timer, set again only when it fires: voiced frames just note the time."""
+        now = time.monotonic()
         if self.replying:
-            self._last_voiced = loop.time()  # the caller is listening, not idle
+            self._last_voiced = now  # the caller is listening, not idle
         due = self._last_voiced + self._idle_s
-        if loop.time() < due:
-            self._timers.append(loop.call_at(due, self._check_idle))
+        if now < due:
+            self._idle_timer = asyncio.get_running_loop().call_later(due - now, self._check_idle)
             return
         self.end("idle", f"no speech for {self._idle_s:g} s; the session has ended")
 
     def _cancel_timers(self) -> None:
-        for timer in self._timers:
-            timer.cancel()
-        self._timers.clear()
+        for timer in (self._idle_timer, self._max_timer):
+            if timer is not None:
+                timer.cancel()
 
     @property
     def instructions(self) -> str:
