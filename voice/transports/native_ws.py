@@ -73,10 +73,9 @@ class NativeSession:
     def _hang_up(self, reason: str) -> None:
         """The session ended (a limit): close 1000 once the events before it have gone."""
         self._closing = _Close(CloseCode.NORMAL_CLOSURE, reason)
-        try:
-            self._events.put_nowait(self._closing)
-        except asyncio.QueueFull:
-            pass  # a stuck socket: the close goes out after the queue, or at the timeout
+        if self._events.full():
+            self._events.get_nowait()  # a caller not reading: the close matters more
+        self._events.put_nowait(self._closing)
 
     async def run(self) -> None:
         writer = asyncio.create_task(self._write())
