@@ -14,7 +14,9 @@ from contextlib import asynccontextmanager, suppress
 from pathlib import Path
 
 import httpx
+import pytest
 from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
 
 from tests.servers import serve_app
 from tests.stack import SIMULATION
@@ -203,3 +205,23 @@ def test_a_worker_that_cannot_start_ends_the_server():
     assert done.returncode == 1
     assert "cannot start: this app cannot start" in done.stderr
     assert "ended (status" not in done.stderr  # none was started again
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+async def test_a_compressed_message_that_inflates_far_past_the_cap_is_refused_by_the_protocol(
+    workers,
+):
+    # 2 MiB of text compresses to a few KiB: the server's WebSocket limit (4 x the 64 KiB
+    # frame cap) refuses it while inflating, before the app holds or parses it.
+    async with voice_serve(workers=workers) as (_, url):
+        ws_url = url.replace("http", "ws", 1) + "/v1/session"
+        async with connect(ws_url, compression="deflate") as ws:
+            await ws.recv()  # session.created
+            await ws.send("a" * (2 * 1024 * 1024))
+            events = []
+            with suppress(ConnectionClosed):
+                async with asyncio.timeout(10):
+                    async for message in ws:
+                        events.append(message)
+            assert ws.close_code == 1009
+    assert not any("frame_too_large" in e for e in events)

@@ -203,6 +203,7 @@ def _serve(args: argparse.Namespace) -> int:
             port=server.port,
             count=server.workers,
             log_config=_workers_log_config(args.verbose),
+            max_frame_bytes=server.max_frame_bytes,
         )
     run_app(create_app(settings), host=server.host, port=server.port)
     return 0
@@ -227,7 +228,12 @@ def run_app(app: Any, *, host: str, port: int, log_level: str = "info") -> None:
     from voice.app.workers import server_config, tune_gc
 
     tune_gc()
-    server = uvicorn.Server(server_config(app, host=host, port=port, log_level=log_level))
+    state = getattr(getattr(app, "state", None), "voice", None)  # the voice app's AppState
+    frame_cap = state.settings.server.max_frame_bytes if state is not None else None
+    config = server_config(
+        app, host=host, port=port, log_level=log_level, max_frame_bytes=frame_cap
+    )
+    server = uvicorn.Server(config)
     server.run()
     if not server.started:
         sys.exit(3)  # uvicorn's status for a server that could not start (port in use...)

@@ -81,8 +81,19 @@ def tune_gc() -> None:
     gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
 
 
-def server_config(app: Any, *, host: str, port: int, **options: Any) -> uvicorn.Config:
+WS_MESSAGE_HEADROOM = 4
+"""uvicorn's WebSocket message limit, as a multiple of ``max_frame_bytes``. A frame a little
+over the setting still reaches the transport, which answers with an ``error`` event and
+1009; one far over it, or a compressed one that inflates far past it, is refused by
+websockets itself (1009) before it is held in memory whole (uvicorn's own default: 16 MiB)."""
+
+
+def server_config(
+    app: Any, *, host: str, port: int, max_frame_bytes: int | None = None, **options: Any
+) -> uvicorn.Config:
     """uvicorn's configuration for a voice server, one process or each worker."""
+    if max_frame_bytes is not None:
+        options["ws_max_size"] = WS_MESSAGE_HEADROOM * max_frame_bytes
     return uvicorn.Config(
         app,
         host=host,
@@ -101,6 +112,7 @@ def serve_workers(
     count: int,
     log_level: str = "info",
     log_config: dict[str, Any] | None = None,
+    max_frame_bytes: int | None = None,
 ) -> int:
     """Bind ``host:port`` and serve the app ``factory`` (``module:function``, called in each
     worker) in ``count`` workers until SIGINT/SIGTERM.
@@ -125,6 +137,7 @@ def serve_workers(
         port=port,
         workers=count,
         log_level=log_level,
+        max_frame_bytes=max_frame_bytes,
         **({} if log_config is None else {"log_config": log_config}),
     )
     supervisor = _Supervisor(config, [sock], metrics_dir=directory)
