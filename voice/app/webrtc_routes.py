@@ -2,8 +2,10 @@
 
 - ``POST /v1/webrtc/offer``: body ``{"sdp": ..., "type": "offer", "session": {"instructions",
   "voice"}}`` (``session`` optional) → 200 ``{"sdp", "type": "answer", "session_id"}``.
-  A bad offer gets 400 and a server at ``max_sessions`` 503, both as
-  ``{"error": {"code", "message"}}``; no peer connection is created for either.
+  Refusals, all as ``{"error": {"code", "message"}}`` and none with a peer connection: the
+  admission path's (403 origin, 401 token, 503 capacity), 429 past the offers a client
+  address may post a minute, 503 while too many calls are still connecting, 415 for a body
+  that is not ``application/json``, 400 for a bad offer.
 
 The answer carries every server candidate (no trickle), so the browser should post its offer
 once its own ICE gathering is complete. Protocol: docs/protocol.md.
@@ -74,7 +76,11 @@ async def _offer(request: Request) -> Response:
         state.webrtc.discard(peer)
         call.end(reason)
 
-    peer = WebRtcSession(call.session, settings=settings, on_closed=forget)
+    try:
+        peer = WebRtcSession(call.session, settings=settings, on_closed=forget)
+    except BaseException:
+        call.end("the peer connection could not be made")
+        raise
     state.webrtc.add(peer)
     answered = False
     try:
