@@ -25,17 +25,20 @@ from collections.abc import Callable
 from types import TracebackType
 
 from starlette.requests import HTTPConnection, Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 from starlette.websockets import WebSocket
 from websockets.frames import CloseCode
 
 from voice.app.auth import Caller, Origins, TokenVerifier, token_from
 from voice.app.metrics import Metrics
+from voice.app.responses import error_response
 from voice.config import Settings
+from voice.core.events import ErrorEvent
 from voice.errors import CallRefused, ServerBusy
 from voice.gateway.base import Gateway
 from voice.pipeline.session import Session
+from voice.transports.wire import event_to_wire
 
 logger = logging.getLogger(__name__)
 
@@ -198,14 +201,12 @@ async def refuse_websocket(websocket: WebSocket, refused: CallRefused, *, event:
     documented since the start, accept and close 1013 (after an ``error`` event if the
     wire has one)."""
     if refused.status != 503:
-        body = {"error": {"code": refused.code, "message": refused.message}}
-        await websocket.send_denial_response(JSONResponse(body, status_code=refused.status))
+        denial = error_response(refused.status, refused.code, refused.message)
+        await websocket.send_denial_response(denial)
         return
     await websocket.accept()
     if event:
-        await websocket.send_json(
-            {"type": "error", "code": refused.code, "message": refused.message}
-        )
+        await websocket.send_json(event_to_wire(ErrorEvent(refused.code, refused.message)))
     await websocket.close(code=close_code(refused), reason=refused.message[:120])
 
 
@@ -224,8 +225,7 @@ def upgrade_required(path: str) -> Route:
 
     async def answer(request: Request) -> Response:
         message = f"{path} is a WebSocket endpoint: connect with a WebSocket client (ws://)"
-        body = {"error": {"code": "upgrade_required", "message": message}}
         headers = {"Upgrade": "websocket", "Connection": "Upgrade"}
-        return JSONResponse(body, status_code=426, headers=headers)
+        return error_response(426, "upgrade_required", message, headers=headers)
 
     return Route(path, answer, methods=["GET", "POST", "HEAD"])

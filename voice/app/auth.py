@@ -131,13 +131,15 @@ class TokenVerifier:
         return Caller(sub=str(sub) if sub is not None else None, pins=pins)
 
 
+def bearer(conn: HTTPConnection) -> str | None:
+    """The credential of an ``Authorization: Bearer`` header (the scheme in any case)."""
+    scheme, _, value = conn.headers.get("authorization", "").partition(" ")
+    return (value.strip() or None) if scheme.lower() == "bearer" else None
+
+
 def token_from(conn: HTTPConnection) -> str | None:
     """The token a request or handshake carries: the Authorization header, else ``?token=``."""
-    header = conn.headers.get("authorization", "")
-    scheme, _, value = header.partition(" ")
-    if scheme.lower() == "bearer" and value.strip():
-        return value.strip()
-    return conn.query_params.get("token") or None
+    return bearer(conn) or conn.query_params.get("token") or None
 
 
 class Origins:

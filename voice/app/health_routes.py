@@ -9,6 +9,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from voice.app.auth import bearer
+from voice.app.responses import error_response
 from voice.app.state import app_state
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -34,17 +36,10 @@ async def _metrics(request: Request) -> Response:
     state = app_state(request)
     token = state.settings.auth.metrics_token
     if token is not None:
-        given = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
-        if not hmac.compare_digest(given.encode(), token.get_secret_value().encode()):
-            return JSONResponse(
-                {
-                    "error": {
-                        "code": "unauthorized",
-                        "message": "send the metrics token as "
-                        "Authorization: Bearer (VOICE_METRICS_TOKEN)",
-                    }
-                },
-                status_code=401,
-                headers={"WWW-Authenticate": "Bearer"},
+        given = (bearer(request) or "").encode()
+        if not hmac.compare_digest(given, token.get_secret_value().encode()):
+            message = "send the metrics token as Authorization: Bearer (VOICE_METRICS_TOKEN)"
+            return error_response(
+                401, "unauthorized", message, headers={"WWW-Authenticate": "Bearer"}
             )
     return PlainTextResponse(state.metrics_text(), media_type=CONTENT_TYPE)

@@ -21,6 +21,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from voice.app.admission import Transport
+from voice.app.responses import error_response
 from voice.app.state import app_state
 from voice.errors import CallRefused, InvalidOffer, VoiceError
 from voice.transports.ice import host_addresses
@@ -34,13 +35,6 @@ OFFER_PATH = "/v1/webrtc/offer"
 
 def webrtc_routes() -> list[BaseRoute]:
     return [Route(OFFER_PATH, _offer, methods=["POST"])]
-
-
-def error_response(
-    status: int, code: str, message: str, *, headers: dict[str, str] | None = None
-) -> Response:
-    body = {"error": {"code": code, "message": message}}
-    return JSONResponse(body, status_code=status, headers=headers)
 
 
 def peer_address(request: Request) -> str:

@@ -48,7 +48,7 @@ from voice.core.turns import TurnDetector
 from voice.errors import GatewayAuthError, GatewayError, PaymentRequired, ProtocolError
 from voice.gateway.base import Gateway
 from voice.pipeline.reply import Reply, Transcription
-from voice.pipeline.sink import AudioSink, Emit, Hangup, NullSink
+from voice.pipeline.sink import AudioSink, Emit, Hangup, NullSink, no_events
 from voice.vad import SpeechClassifier, WebRtcVad
 
 logger = logging.getLogger(__name__)
@@ -104,7 +104,7 @@ class Session:
         self._gateway = gateway
         self._observe = observe
         self._sink: AudioSink = NullSink()
-        self._emit: Emit = observe or _ignore
+        self._emit: Emit = observe or no_events
         self._vad = vad or WebRtcVad(settings.turn.vad_aggressiveness)
         turn = settings.turn
         self._turns = TurnDetector(
@@ -407,7 +407,3 @@ class Session:
             self._sink.clear()
         self.dialog.add_assistant(kept)
         self._emit(ResponseDone(reply.response_id, kept, status, reply.timings()))
-
-
-def _ignore(event: SessionEvent) -> None:
-    pass

@@ -20,6 +20,11 @@ from voice.core.events import SessionEvent
 Emit = Callable[[SessionEvent], None]
 """Hands one event to the transport; never blocks (transports queue, bounded)."""
 
+
+def no_events(event: SessionEvent) -> None:
+    """An :data:`Emit` for a wire with no message for session events (carriers)."""
+
+
 Hangup = Callable[[str], None]
 """Asks the transport to end the call, for the reason given (``idle``, ...), after the
 events already emitted have gone out; never blocks."""

@@ -31,11 +31,11 @@ from websockets.frames import CloseCode
 
 from voice.audio.frames import SAMPLE_WIDTH
 from voice.config import DTMF_DIGITS, Settings
-from voice.core.events import DtmfReceived, SessionEvent
+from voice.core.events import DtmfReceived
 from voice.core.reorder import ReorderBuffer
 from voice.errors import AudioFormatError, ProtocolError
 from voice.pipeline.session import Session
-from voice.pipeline.sink import NullSink
+from voice.pipeline.sink import NullSink, no_events
 from voice.transports.codecs import Codec
 from voice.transports.mark_playout import MarkedPlayout
 
@@ -288,7 +288,7 @@ class TelephonyCall:
         self._closer: asyncio.Task[None] | None = None
         # Until start names the codec, reply audio has nowhere to go; the limits (idle,
         # session length) count from the connection.
-        session.attach(NullSink(), _no_message, self._hang_up)
+        session.attach(NullSink(), no_events, self._hang_up)
 
     async def run(self) -> None:
         try:
@@ -374,7 +374,7 @@ class TelephonyCall:
             max_queue_ms=self._settings.pipeline.audio_queue_ms,
         )
         # Session events have no carrier message: they reach only the app's observer.
-        self.session.attach(self.playout, _no_message, self._hang_up)
+        self.session.attach(self.playout, no_events, self._hang_up)
         # 8 kHz audio goes to the session as it is (see Session.set_input_rate).
         self.session.set_input_rate(start.codec.rate)
         limit = self._settings.limits.max_instructions_chars
@@ -478,7 +478,3 @@ def _parameter(start: Start, name: str, limit: int) -> str | None:
     """A stream ``<Parameter>`` the caller's webhook passed on, cut to ``limit`` characters."""
     value = start.parameters.get(name)
     return None if value is None else value[:limit]
-
-
-def _no_message(event: SessionEvent) -> None:
-    pass
