@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import httpx
 import jwt
@@ -18,10 +19,11 @@ from websockets.exceptions import InvalidStatus
 from tests.samples import recording, text
 from tests.stack import REPLY, SIMULATION, app_stack
 from voice.app.auth import Pins, TokenVerifier, mint
-from voice.bench.caller import with_token
+from voice.bench.caller import CallRefused, with_token
 from voice.bench.native import call
 from voice.errors import Unauthorized
 
+SAMPLES = Path(__file__).resolve().parent.parent / "samples"
 SECRET = "a-test-secret-that-is-long-enough-0123456789"
 
 
@@ -202,3 +204,23 @@ async def test_a_plain_http_request_on_a_websocket_route_gets_426():
                 assert response.status_code == 426, path
                 assert response.headers["upgrade"] == "websocket"
                 assert response.json()["error"]["code"] == "upgrade_required"
+
+
+async def test_voice_call_without_a_token_says_the_call_was_refused_and_why():
+    async with app_stack(auth={"secret": SECRET}) as (url, _):
+        ws = url.replace("http", "ws", 1) + "/v1/session"
+        with pytest.raises(CallRefused) as refused:
+            await call(ws, recording("q01_what_time.wav"), timeout_s=10)
+        assert str(refused.value) == "HTTP 401 unauthorized"
+        assert "token is required" in refused.value.message
+        env = {k: v for k, v in os.environ.items() if k != "VOICE_TOKEN"}
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "voice.cli", "call", str(SAMPLES / "q01_what_time.wav"),
+            "--url", ws, "--timeout", "10",
+            env=env, stderr=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        _, stderr = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode == 1
+    text_ = stderr.decode()
+    assert "refused the call: HTTP 401 unauthorized" in text_ and "--token" in text_
+    assert "Traceback" not in text_

@@ -297,7 +297,7 @@ def _token(args: argparse.Namespace) -> int:
 
 def _call(args: argparse.Namespace) -> int:
     from voice.audio.wav import load_wav, save_wav
-    from voice.bench.caller import with_token
+    from voice.bench.caller import CallRefused, with_token
     from voice.bench.native import call
 
     recording = load_wav(args.wav)
@@ -322,15 +322,27 @@ def _call(args: argparse.Namespace) -> int:
         elif kind == "error":
             print(f"\nerror [{event['code']}]: {event['message']}", file=sys.stderr)
 
-    result = asyncio.run(
-        call(
-            with_token(args.url, args.token),
-            recording,
-            instructions=args.instructions,
-            timeout_s=args.timeout,
-            on_event=show,
+    try:
+        result = asyncio.run(
+            call(
+                with_token(args.url, args.token),
+                recording,
+                instructions=args.instructions,
+                timeout_s=args.timeout,
+                on_event=show,
+            )
         )
-    )
+    except CallRefused as refused:
+        hint = (
+            " (pass --token, or set VOICE_TOKEN)"
+            if "401" in str(refused) and not args.token
+            else ""
+        )
+        print(
+            f"voice: the server refused the call: {refused}: {refused.message}{hint}",
+            file=sys.stderr,
+        )
+        return 1
     if result.voice_to_voice_ms is not None:
         print(f"voice-to-voice (heard here): {result.voice_to_voice_ms:.0f} ms")
     if args.save is not None:

@@ -15,11 +15,15 @@ the benchmarks and the tests all call through these.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import InvalidStatus
 
 from voice.audio.frames import FRAME_MS, PcmFrame
 from voice.bench.ear import Ear
@@ -254,3 +258,24 @@ def with_token(url: str, token: str | None) -> str:
     parts = urlsplit(url)
     query = urlencode([*parse_qsl(parts.query), ("token", token)])
     return urlunsplit((parts.scheme, parts.netloc, parts.path, query, parts.fragment))
+
+
+class CallRefused(ConnectionError):
+    """The server refused the call: ``str()`` is its status and code (``HTTP 401
+    unauthorized``), as `voice bench` counts it; ``message`` is what the server said."""
+
+    def __init__(self, status: int, body: bytes) -> None:
+        try:
+            error = json.loads(body or b"{}").get("error", {})
+        except (ValueError, AttributeError):
+            error = {}
+        super().__init__(f"HTTP {status} {error.get('code', '')}".strip())
+        self.message: str = error.get("message", "")
+
+
+async def connect_ws(url: str, **options: Any) -> ClientConnection:
+    """A WebSocket to the server; a handshake it refuses raises :class:`CallRefused`."""
+    try:
+        return await connect(url, **options)
+    except InvalidStatus as exc:
+        raise CallRefused(exc.response.status_code, bytes(exc.response.body or b"")) from exc

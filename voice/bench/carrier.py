@@ -25,13 +25,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from websockets.asyncio.client import ClientConnection, connect
+from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
 from voice.audio.frames import FRAME_MS, PcmFrame
 from voice.audio.g711 import mulaw_decode, mulaw_encode
 from voice.audio.resample import resample
-from voice.bench.caller import Caller, cut, real_time
+from voice.bench.caller import Caller, connect_ws, cut, real_time
 from voice.bench.ear import Ear
 
 FRAME_S = FRAME_MS / 1000.0
@@ -262,7 +262,7 @@ class CarrierCaller(Caller):
 
     async def connect(self) -> None:
         """Open the socket and greet (``connected``); nothing else is sent yet."""
-        self._ws = await connect(
+        self._ws = await connect_ws(
             self.url,
             additional_headers=self.headers,
             open_timeout=10,

@@ -13,12 +13,12 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from websockets.asyncio.client import ClientConnection, connect
+from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
 from voice.audio.frames import FRAME_MS, SPEECH_RATE, PcmFrame, frame_bytes
 from voice.audio.resample import resample
-from voice.bench.caller import Caller, EventHook, cut, real_time
+from voice.bench.caller import Caller, EventHook, connect_ws, cut, real_time
 from voice.bench.ear import Ear
 from voice.config import PCM_RATES
 
@@ -54,7 +54,7 @@ class NativeCaller(Caller):
         self._ws: ClientConnection | None = None
 
     async def __aenter__(self) -> NativeCaller:
-        self._ws = await connect(self.url, max_size=MAX_MESSAGE, open_timeout=10)
+        self._ws = await connect_ws(self.url, max_size=MAX_MESSAGE, open_timeout=10)
         await self._ws.send(json.dumps({"type": "session.update", "session": self._session}))
         self._tasks = [
             asyncio.create_task(real_time(FRAME_MS / 1000.0, self._send)),

@@ -17,11 +17,11 @@ from typing import Any
 
 from websockets.exceptions import InvalidHandshake
 
-from voice.bench.caller import Caller
+from voice.bench.caller import Caller, CallRefused
 from voice.bench.carrier import TWILIO, CarrierCaller
 from voice.bench.native import NativeCaller
 from voice.bench.stats import percentile, summarize
-from voice.bench.webrtc import CallRefused, WebRtcCaller
+from voice.bench.webrtc import WebRtcCaller
 from voice.bench.workload import Recording, Workload
 
 POLL_S = 0.02

@@ -34,7 +34,7 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from voice.audio.frames import SAMPLE_WIDTH, PcmFrame
 from voice.audio.resample import Resampler, resample
-from voice.bench.caller import Caller, EventHook, cut
+from voice.bench.caller import Caller, CallRefused, EventHook, cut
 from voice.bench.ear import Ear
 from voice.transports.ice import AIOICE_DEFAULT, HostAddresses, gathering_on, rtc_configuration
 from voice.transports.rtc_audio import caller_pcm
@@ -47,10 +47,6 @@ TIME_BASE = fractions.Fraction(1, RATE)
 SILENCE = bytes(SAMPLES * SAMPLE_WIDTH)
 CONNECT_TIMEOUT_S = 15.0
 """Longest wait for the answer and then for the events channel to open."""
-
-
-class CallRefused(ConnectionError):
-    """The server answered the offer with an error (its status and code are the message)."""
 
 
 def offer_url(url: str) -> str:
@@ -237,8 +233,4 @@ def _post_offer(url: str, body: dict[str, Any]) -> dict[str, Any]:
             answer: dict[str, Any] = json.loads(response.read())
             return answer
     except urllib.error.HTTPError as exc:
-        try:
-            error = json.loads(exc.read()).get("error", {})
-        except ValueError:
-            error = {}
-        raise CallRefused(f"HTTP {exc.code} {error.get('code', '')}".strip()) from exc
+        raise CallRefused(exc.code, exc.read()) from exc
