@@ -109,6 +109,18 @@ def _parser() -> argparse.ArgumentParser:
         ("tts-rtf", "speech synthesis time per second of audio"),
     ):
         gateway.add_argument(f"--{name}", type=float, help=f"simulated {help_text}")
+    gateway.add_argument(
+        "--x402-price",
+        type=int,
+        help="simulated: chat asks this price (smallest units) by an x402 challenge until paid "
+        "(docs/gateways.md)",
+    )
+    gateway.add_argument(
+        "--x402-secret", help="simulated: the secret a payer proves payment with (HMAC)"
+    )
+    gateway.add_argument(
+        "--receipts", action="store_true", help="simulated: a receipt on every answer"
+    )
     gateway.set_defaults(run=_gateway)
 
     call = commands.add_parser("call", help="play a WAV into a session and show the reply")
@@ -246,7 +258,7 @@ def _gateway(args: argparse.Namespace) -> int:
 
     if not args.simulate:
         return _serve_local_gateway(args)
-    from voice.gateway.simulated import SimulatedGateway, SimulationSettings
+    from voice.gateway.simulated import PaywallSettings, SimulatedGateway, SimulationSettings
 
     knobs: dict[str, Any] = {
         "asr_ms": args.asr_ms,
@@ -254,7 +266,11 @@ def _gateway(args: argparse.Namespace) -> int:
         "ms_per_token": args.ms_per_token,
         "tts_ttfb_ms": args.tts_ttfb_ms,
         "tts_rtf": args.tts_rtf,
+        "receipts": args.receipts or None,
     }
+    if args.x402_price is not None or args.x402_secret is not None:
+        paywall = {"price": args.x402_price, "secret": args.x402_secret}
+        knobs["x402"] = PaywallSettings(**{k: v for k, v in paywall.items() if v is not None})
     simulation = SimulationSettings(**{k: v for k, v in knobs.items() if v is not None})
     app = create_gateway_app(SimulatedGateway(simulation), api_key=args.api_key)
     log.info("simulated gateway on http://%s:%d/v1 (%s)", args.host, args.port, simulation)
