@@ -125,7 +125,8 @@ class SimulatedBilling:
             proof = Headers(scope=scope).get(PROOF_HEADER)
             paid = self.ledger.redeem(paywall, proof) if proof else None
             if paid is None:
-                reason = "the payment proof was not accepted" if proof else None
+                # Echoed, as real gateways do: the client must mask it wherever it shows it.
+                reason = f"payment proof {proof} was not accepted" if proof else None
                 await _send_402(send, self.ledger.challenge(paywall, scope["path"], reason))
                 return
         if paid is None and not settings.receipts:
