@@ -59,6 +59,7 @@ from voice.errors import (
 )
 from voice.gateway import http_wire as wire
 from voice.gateway.base import ReferenceVoice, Voice, closing
+from voice.gateway.redact import Redactor
 from voice.gateway.ref_audio import configured_voice
 from voice.gateway.retry import Pay, RetryPolicy, retried
 from voice.gateway.x402 import Payer
@@ -145,8 +146,7 @@ class HttpGateway:
         masked = {v for v in settings.extra_headers.values() if len(v) >= MIN_MASKED}
         if isinstance(self._voice, ReferenceVoice) and "?" in self._voice.audio:
             masked.add(self._voice.audio)  # a pre-signed URL: its query is a credential
-        # Longest first, so a secret that contains another is masked whole.
-        self._secrets = sorted(masked | ({key} if key else set()), key=len, reverse=True)
+        self._redact = Redactor(masked | {key})
         self._shards = [
             _Shard(
                 httpx.AsyncClient(
@@ -278,7 +278,7 @@ class HttpGateway:
         key = call.idempotency_key if call is not None else None
         call_headers = _call_headers(key) | (headers or {}) | dict(paid or {})
         request_id = call_headers["X-Request-ID"]
-        proofs = tuple(v for v in (paid or {}).values() if len(v) >= MIN_MASKED)
+        proofs = _proofs(paid)
         if call is not None:
             call.attempts += 1
             call.request_id = request_id
@@ -347,7 +347,8 @@ class HttpGateway:
                 await resp.aread()
                 result = self._parse(route, resp, lambda: parse(resp))
                 if call is not None:
-                    self._note_receipts(call, wire.json_body_receipts(resp.content), ())
+                    found = wire.json_body_receipts(resp.content)
+                    self._note_receipts(call, found, _proofs(paid))
             yield result
 
         pay = self._pay_for(call) if call is not None else None
@@ -372,7 +373,7 @@ class HttpGateway:
         self, call: GatewayCall, found: Sequence[tuple[str, Any]], also: Sequence[str]
     ) -> None:
         for source, value in found:
-            call.add_receipt(Receipt(source, self._redact_value(value, also)))
+            call.add_receipt(Receipt(source, self._redact.value(value, also)))
 
     async def _chat_once(
         self, body: dict[str, Any], call: GatewayCall, paid: Mapping[str, str]
@@ -386,7 +387,7 @@ class HttpGateway:
                 # The gateway ignored stream=true and sent the whole completion.
                 whole = await response.aread()
                 text = self._parse(self._chat, response, partial(wire.completion_text, whole))
-                self._note_receipts(call, wire.json_body_receipts(whole), ())
+                self._note_receipts(call, wire.json_body_receipts(whole), _proofs(paid))
                 if text:
                     yield text
                 return
@@ -403,7 +404,7 @@ class HttpGateway:
                         yield delta
             finally:  # a reply cut short by the caller still records what came
                 call.completion_id = stream.completion_id
-                self._note_receipts(call, stream.receipts, ())
+                self._note_receipts(call, stream.receipts, _proofs(paid))
             if stream.failure is not None:
                 raise self._stream_error(stream.failure, response) from stream.failure
             if stream.done:
@@ -536,24 +537,6 @@ class HttpGateway:
             route=self._shards[0].client.base_url.path + route.path,
         )
 
-    def _redact(self, text: str, also: Sequence[str] = ()) -> str:
-        """``text`` with the API key, the extra header values and ``also`` masked."""
-        for secret in (*sorted(also, key=len, reverse=True), *self._secrets):
-            text = text.replace(secret, "***")
-        return text
-
-    def _redact_value(self, value: Any, also: Sequence[str]) -> Any:
-        """A receipt's JSON value with every string in it masked as :meth:`_redact` does."""
-        if isinstance(value, str):
-            return self._redact(value, also)
-        if isinstance(value, list):
-            return [self._redact_value(item, also) for item in value]
-        if isinstance(value, dict):
-            return {
-                self._redact(str(k), also): self._redact_value(v, also) for k, v in value.items()
-            }
-        return value
-
 
 def _transports(
     max_connections: int, given: httpx.AsyncBaseTransport | None
@@ -601,6 +584,11 @@ def _call_headers(idempotency_key: str | None) -> dict[str, str]:
     if idempotency_key is not None:
         headers["Idempotency-Key"] = idempotency_key
     return headers
+
+
+def _proofs(paid: Mapping[str, str] | None) -> tuple[str, ...]:
+    """A payer's header values, to mask wherever the gateway might echo them."""
+    return tuple(v for v in (paid or {}).values() if len(v) >= MIN_MASKED)
 
 
 def _keyed(call: GatewayCall | None, idempotency_key: str) -> GatewayCall:
