@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import os
 import sys
@@ -129,6 +130,12 @@ def _parser() -> argparse.ArgumentParser:
     call.add_argument("--save", type=Path, help="write the reply audio to this WAV file")
     call.add_argument("--instructions", help="system prompt for this session")
     call.add_argument("--timeout", type=float, default=60.0, help="seconds to wait")
+    call.add_argument(
+        "--record",
+        action="store_true",
+        help="print each reply's gateway record (request ids, idempotency keys, attempts, "
+        "receipts, price paid)",
+    )
     call.add_argument(
         "--token",
         default=os.environ.get("VOICE_TOKEN"),
@@ -335,6 +342,8 @@ def _call(args: argparse.Namespace) -> int:
                 "timings:   "
                 + "  ".join(f"{k}={v:.0f}" for k, v in timings.items() if v is not None)
             )
+            if args.record:
+                print("record:    " + json.dumps(event.get("record"), indent=2))
         elif kind == "error":
             print(f"\nerror [{event['code']}]: {event['message']}", file=sys.stderr)
 

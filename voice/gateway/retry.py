@@ -93,7 +93,7 @@ async def retried(
                 raise
             answered = True
             paid = await pay(error)
-            log.info("paid the %s request's 402 challenge; sending it once more", label)
+            log.debug("paid the %s request's 402 challenge; sending it once more", label)
             continue
         except GatewayError as error:
             retry += 1

@@ -113,7 +113,7 @@ class PaywallSettings(BaseModel):
     """Routes that answer 402 until paid."""
     price: int = Field(default=1000, ge=0)
     """Asked per request, in the asset's smallest unit (1000 = 0.001 USDC)."""
-    secret: str = Field(default="simulated-x402", min_length=1)
+    secret: str = Field(default="simulated-x402", min_length=1, repr=False)
     """Shared with the payer: a proof is ``<nonce>.<hex HMAC-SHA256(secret, "nonce:price")>``
     (standing in for a payment on chain); each nonce pays for one request."""
 
