@@ -12,7 +12,7 @@ import hmac
 import os
 from collections.abc import Mapping
 
-from voice.gateway.x402 import PaymentChallenge
+from voice import PaymentChallenge
 
 
 def pay(challenge: PaymentChallenge) -> Mapping[str, str] | None:
