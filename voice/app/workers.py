@@ -50,7 +50,9 @@ from uvicorn.importer import import_from_string
 from uvicorn.supervisors import Multiprocess
 from uvicorn.supervisors.multiprocess import Process
 
+from voice.app.http_guard import ServerConfig
 from voice.app.metrics import MULTIPROC_DIR
+from voice.config import ServerSettings
 from voice.errors import ConfigError, VoiceError
 
 log = logging.getLogger(__name__)
@@ -89,18 +91,19 @@ websockets itself (1009) before it is held in memory whole (uvicorn's own defaul
 
 
 def server_config(
-    app: Any, *, host: str, port: int, max_frame_bytes: int | None = None, **options: Any
+    app: Any, *, host: str, port: int, server: ServerSettings | None = None, **options: Any
 ) -> uvicorn.Config:
-    """uvicorn's configuration for a voice server, one process or each worker."""
-    if max_frame_bytes is not None:
-        options["ws_max_size"] = WS_MESSAGE_HEADROOM * max_frame_bytes
-    return uvicorn.Config(
+    """uvicorn's configuration for a voice server, one process or each worker, with the
+    limits of ``server`` (defaults: the settings' own)."""
+    server = server or ServerSettings()
+    return ServerConfig(
         app,
         host=host,
         port=port,
         ws="websockets-sansio",
-        timeout_graceful_shutdown=GRACEFUL_S,
-        **options,
+        ws_max_size=WS_MESSAGE_HEADROOM * server.max_frame_bytes,
+        request_timeout_s=server.request_timeout_s,
+        **{"timeout_graceful_shutdown": GRACEFUL_S} | options,
     )
 
 
@@ -112,7 +115,7 @@ def serve_workers(
     count: int,
     log_level: str = "info",
     log_config: dict[str, Any] | None = None,
-    max_frame_bytes: int | None = None,
+    server: ServerSettings | None = None,
 ) -> int:
     """Bind ``host:port`` and serve the app ``factory`` (``module:function``, called in each
     worker) in ``count`` workers until SIGINT/SIGTERM.
@@ -137,7 +140,7 @@ def serve_workers(
         port=port,
         workers=count,
         log_level=log_level,
-        max_frame_bytes=max_frame_bytes,
+        server=server,
         **({} if log_config is None else {"log_config": log_config}),
     )
     supervisor = _Supervisor(config, [sock], metrics_dir=directory)
