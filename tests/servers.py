@@ -23,7 +23,7 @@ import uvicorn
 from starlette.types import ASGIApp
 
 from tests.timing import MS
-from voice.app.workers import server_config
+from voice.app.serving import server_config
 from voice.config import ServerSettings
 
 

@@ -223,15 +223,14 @@ def run_app(app: Any, *, host: str, port: int, log_level: str = "info") -> None:
 
     ``benchmarks/`` calls this too, so capacity figures are those of ``voice serve``.
     """
-    import uvicorn
 
-    from voice.app.workers import server_config, tune_gc
+    from voice.app.serving import DrainingServer, server_config, tune_gc
 
     tune_gc()
     state = getattr(getattr(app, "state", None), "voice", None)  # the voice app's AppState
     server_settings = state.settings.server if state is not None else None
     config = server_config(app, host=host, port=port, log_level=log_level, server=server_settings)
-    server = uvicorn.Server(config)
+    server = DrainingServer(config, drain=state.drain if state is not None else None)
     server.run()
     if not server.started:
         sys.exit(3)  # uvicorn's status for a server that could not start (port in use...)

@@ -119,6 +119,9 @@ class ServerSettings(_Frozen):
     one core, so up to one per core the gateway leaves free."""
     max_frame_bytes: int = Field(default=64 * 1024, ge=1024)
     """Largest binary frame a caller may send (1 s of 16 kHz PCM16 is 32 KiB)."""
+    drain_timeout_s: float = Field(default=300.0, ge=0)
+    """On SIGTERM, how long calls in progress may go on while new ones are refused
+    (voice/app/drain.py); a deploy's grace period must be longer."""
     request_timeout_s: float = Field(default=10.0, gt=0, le=300)
     """A request or WebSocket handshake not whole this long after it began (or after its
     connection opened) is answered 408 and closed (voice/app/http_guard.py)."""
@@ -398,6 +401,7 @@ ENV_VARS: dict[str, tuple[str, str]] = {
     "VOICE_MAX_SESSIONS": ("server", "max_sessions"),
     "VOICE_WORKERS": ("server", "workers"),
     "VOICE_REQUEST_TIMEOUT_S": ("server", "request_timeout_s"),
+    "VOICE_DRAIN_TIMEOUT_S": ("server", "drain_timeout_s"),
     "VOICE_PUBLIC_URL": ("telephony", "public_url"),
     "VOICE_TWILIO_AUTH_TOKEN": ("telephony", "twilio_auth_token"),
     "VOICE_TELNYX_STREAM_TOKEN": ("telephony", "telnyx_stream_token"),

@@ -211,6 +211,13 @@ class Session:
         if self._hangup is not None:
             self._hangup(reason)
 
+    async def end_after_reply(self, reason: str, message: str, *, within_s: float) -> None:
+        """:meth:`end` the session once the reply now in flight has been played (waiting
+        at most ``within_s``), so that the caller does not lose a sentence's end."""
+        if (task := self._reply_task) is not None and not task.done():
+            await asyncio.wait({task}, timeout=within_s)
+        self.end(reason, message)
+
     def _check_idle(self) -> None:
         """The idle timer fired: end the session, or look again when it could be idle.
         One timer, set again only when it fires: voiced frames just note the time."""
