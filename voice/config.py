@@ -107,6 +107,13 @@ class PipelineSettings(_Frozen):
     """Reply audio sent ahead of real time; what is cleared on barge-in, at most."""
     audio_queue_ms: int = Field(default=10_000, ge=500)
     """Reply audio buffered per session before the producer waits."""
+    failure_audio: str = "default"
+    """What a caller hears when a turn fails for good: ``default`` (the shipped notice),
+    ``off``, or a WAV file's path (voice/pipeline/notices.py)."""
+    closing_audio: str = "default"
+    """What a caller hears before the session ends after too many failed turns."""
+    max_consecutive_failures: int = Field(default=3, ge=1)
+    """Failed turns in a row after which the session says the closing notice and ends."""
 
 
 class ServerSettings(_Frozen):
@@ -396,6 +403,9 @@ ENV_VARS: dict[str, tuple[str, str]] = {
     "VOICE_INSTRUCTIONS": ("pipeline", "instructions"),
     "VOICE_TTS_LOOKAHEAD": ("pipeline", "tts_lookahead"),
     "VOICE_PLAYOUT_LEAD_MS": ("pipeline", "playout_lead_ms"),
+    "VOICE_FAILURE_AUDIO": ("pipeline", "failure_audio"),
+    "VOICE_CLOSING_AUDIO": ("pipeline", "closing_audio"),
+    "VOICE_MAX_CONSECUTIVE_FAILURES": ("pipeline", "max_consecutive_failures"),
     "VOICE_HOST": ("server", "host"),
     "VOICE_PORT": ("server", "port"),
     "VOICE_MAX_SESSIONS": ("server", "max_sessions"),

@@ -38,6 +38,7 @@ from voice.config import Settings
 from voice.core.events import ErrorEvent
 from voice.errors import CallRefused, ServerBusy, ServerDraining
 from voice.gateway.base import Gateway
+from voice.pipeline.notices import Notices
 from voice.pipeline.session import Session
 from voice.transports.wire import event_to_wire
 
@@ -141,8 +142,10 @@ class Admission:
         gateway: Gateway,
         metrics: Metrics,
         active: Callable[[], int],
+        notices: Notices | None = None,
     ) -> None:
         self._settings = settings
+        self._notices = notices
         self._gateway = gateway
         self._metrics = metrics
         self._active = active
@@ -189,6 +192,7 @@ class Admission:
             gateway=self._gateway,
             observe=metrics.observe,
             max_session_s=pins.max_session_s if pins is not None else limits.max_session_s,
+            notices=self._notices,
         )
         if pins is not None:
             session.pin(

@@ -13,6 +13,7 @@ from voice.app.metrics import Metrics, SharedMetrics
 from voice.config import Settings
 from voice.core.limits import PerKeyRate
 from voice.gateway.base import Gateway
+from voice.pipeline.notices import load_notices
 from voice.transports.webrtc import WebRtcPeers
 
 
@@ -38,6 +39,7 @@ class AppState:
             gateway=self.gateway,
             metrics=self.metrics,
             active=self.sessions_active,
+            notices=load_notices(self.settings.pipeline),
         )
         self.drain = Drain(self.admission, timeout_s=self.settings.server.drain_timeout_s)
 

@@ -24,7 +24,7 @@ import time
 from collections.abc import MutableMapping
 from typing import Any
 
-from voice.audio.frames import PIPELINE_RATE, PcmFrame, Reframer
+from voice.audio.frames import PIPELINE_RATE, SAMPLE_WIDTH, PcmFrame, Reframer
 from voice.audio.resample import Resampler
 from voice.audio.upsample import Upsampler2x
 from voice.audio.wav import wav_bytes
@@ -47,6 +47,7 @@ from voice.core.limits import PerMinute
 from voice.core.turns import TurnDetector
 from voice.errors import GatewayAuthError, GatewayError, PaymentRequired, ProtocolError
 from voice.gateway.base import Gateway
+from voice.pipeline.notices import Notices
 from voice.pipeline.reply import Reply, Transcription
 from voice.pipeline.sink import AudioSink, Emit, Hangup, NullSink, no_events
 from voice.vad import SpeechClassifier, WebRtcVad
@@ -90,6 +91,7 @@ class Session:
         observe: Emit | None = None,
         vad: SpeechClassifier | None = None,
         max_session_s: float | None = None,
+        notices: Notices | None = None,
     ) -> None:
         self.id = session_id
         self.settings = settings
@@ -131,6 +133,8 @@ class Session:
         self._limits_armed = False
         self._pinned = False
         self._last_voiced = 0.0
+        self._notices = notices or Notices()
+        self._failures = 0  # turns in a row that failed for good
         self.ended: str | None = None
         """Why the server ended the session (``idle``, ``max_duration``); None while it runs."""
 
@@ -397,8 +401,23 @@ class Session:
         except asyncio.CancelledError:
             if reply.interrupted is None:
                 raise  # the session is closing, not a barge-in: nobody to tell
-        if not reply.started:
+        if reply.started:
+            self._reply_ended(reply, status)
+        if reply.interrupted is not None:
+            return  # the caller spoke: whatever failed, the barge-in is what counts
+        if status == "completed":
+            if reply.started:
+                self._failures = 0
             return
+        self._failures += 1
+        try:
+            await self._say_failed()
+        except asyncio.CancelledError:
+            if reply.interrupted is None:
+                raise  # closing; a barge-in only stops the notice
+
+    def _reply_ended(self, reply: Reply, status: ResponseStatus) -> None:
+        """A started reply's last events: what the dialog kept of it."""
         if reply.interrupted is not None:
             # Also when a child failed as the caller barged in: the barge-in is what counts.
             kept = reply.interrupted
@@ -414,3 +433,29 @@ class Session:
             self._sink.clear()
         self.dialog.add_assistant(kept)
         self._emit(ResponseDone(reply.response_id, kept, status, reply.timings()))
+
+    async def _say_failed(self) -> None:
+        """After a turn failed for good: the failure notice, or past the limit of failed
+        turns in a row, the closing notice and the end of the session."""
+        limit = self.settings.pipeline.max_consecutive_failures
+        if self._failures < limit:
+            await self._say(self._notices.failure)
+            return
+        self.log.warning("%d turns in a row failed: ending the session", self._failures)
+        await self._say(self._notices.closing)
+        self.end(
+            "gateway_failures",
+            f"{self._failures} turns in a row could not be answered; call again later",
+        )
+
+    async def _say(self, notice: PcmFrame | None) -> None:
+        """Play a recorded notice through the caller's output, as a reply's audio plays."""
+        if notice is None:
+            return
+        sink = self._sink
+        sink.start_response()
+        step = notice.sample_rate // 5 * SAMPLE_WIDTH  # 200 ms
+        for at in range(0, len(notice.pcm), step):
+            await sink.write(PcmFrame(notice.pcm[at : at + step], notice.sample_rate))
+        await sink.finish()
+        await sink.wait_played()
