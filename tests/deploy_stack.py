@@ -63,6 +63,7 @@ class Process:
 
     def __init__(self, command: Sequence[str], *, env: Mapping[str, str] | None = None) -> None:
         self._log = tempfile.TemporaryFile("w+")
+        self._final_log = ""
         self.popen = subprocess.Popen(
             list(command),
             cwd=ROOT,
@@ -77,6 +78,9 @@ class Process:
         return self.popen.pid
 
     def log(self) -> str:
+        """Everything it wrote so far (after :meth:`stop`, all it wrote)."""
+        if self._log.closed:
+            return self._final_log
         self._log.seek(0)
         return self._log.read()
 
@@ -93,6 +97,7 @@ class Process:
         except subprocess.TimeoutExpired:
             self.popen.kill()
             await asyncio.to_thread(self.popen.wait, timeout_s)
+        self._final_log = self.log()
         self._log.close()
         return int(self.popen.returncode)
 
