@@ -13,6 +13,7 @@ import ssl
 import subprocess
 from contextlib import AsyncExitStack, asynccontextmanager
 
+import httpx
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -210,22 +211,29 @@ async def test_new_calls_reach_the_other_instance_at_once_when_one_is_gone():
 
 def draining_instance(refused):
     """An instance in the moment between draining and HAProxy's next check: /ready still 200,
-    every new session refused with 503 ``server_draining`` before the upgrade."""
+    every new session refused with 503 ``server_draining`` before the upgrade, every offer
+    likewise; ``refused`` gets the path of each session and the body size of each offer."""
 
     async def ready(request):
         return JSONResponse({"sessions": 0, "max_sessions": 1})
 
+    body = {"error": {"code": "server_draining", "message": "draining"}}
+
     async def session(websocket):
         refused.append(websocket.url.path)
-        body = {"error": {"code": "server_draining", "message": "draining"}}
         await websocket.send_denial_response(JSONResponse(body, status_code=503))
+
+    async def offer(request):
+        refused.append(len(await request.body()))
+        return JSONResponse(body, status_code=503)
 
     return Starlette(
         routes=[
             Route("/ready", ready),
             Route("/health", ready),
             WebSocketRoute("/v1/session", session),
-        ]  # fmt: skip
+            Route("/v1/webrtc/offer", offer, methods=["POST"]),
+        ]
     )
 
 
@@ -244,7 +252,16 @@ async def test_a_503_before_the_upgrade_is_retried_on_another_instance():
                 caller = await sessions.enter_async_context(NativeCaller(url))
                 await created(caller)
                 assert await b.metric("voice_sessions_active") == n
-        assert len(refused) >= 2, refused
+            assert len(refused) >= 2, refused
+            # An offer too, body and all (a browser's is 2-6 KiB): the real instance answers
+            # it, here 400 for an SDP that is no offer.
+            offer = json.dumps({"type": "offer", "sdp": "v=0\r\n" + "a=x-padding\r\n" * 500})
+            async with httpx.AsyncClient(base_url=lb.url, timeout=10) as client:
+                json_body = {"Content-Type": "application/json"}
+                answer = await client.post("/v1/webrtc/offer", content=offer, headers=json_body)
+            assert answer.status_code == 400, answer.text
+            assert answer.json()["error"]["code"] == "invalid_offer"
+            assert refused[-1] == len(offer), refused
         assert (await lb.servers())["voice1"]["status"] == "UP"  # /ready said 200 all along
 
 
@@ -294,3 +311,13 @@ async def test_wss_through_haproxy_terminating_tls(tmp_path):
         async with connect(f"wss://127.0.0.1:{tls_port}/v1/session", ssl=context) as ws:
             assert json.loads(await ws.recv())["type"] == "session.created"
             assert await a.metric("voice_sessions_active") == 1
+
+
+async def test_an_oversized_handshake_is_answered_400_before_any_instance():
+    # Port 9 (discard): nothing listens; the request must not get that far.
+    async with haproxy(["127.0.0.1:9"]) as lb, httpx.AsyncClient(base_url=lb.url) as client:
+        long_line = await client.get("/v1/session", headers={"X-Big": "a" * 20_000})
+        assert long_line.status_code == 400
+        many = {f"X-Header-{n}": "v" for n in range(120)}
+        assert (await client.get("/v1/session", headers=many)).status_code == 400
+        assert (await lb.servers())["voice1"]["stot"] == "0"
