@@ -4,6 +4,7 @@ code: real setting names, secrets only from the Secret, the drain inside the gra
 autoscaling on the metric the app exports, the image of this version."""
 
 import json
+import re
 import subprocess
 import sys
 import tomllib
@@ -163,3 +164,16 @@ def test_selectors_match_the_pods_and_the_image_is_this_version():
     security = load("deployment.yaml")["spec"]["template"]["spec"]["securityContext"]
     assert "USER 10001" in (ROOT / "Dockerfile").read_text()
     assert security["runAsUser"] == 10001 and security["runAsNonRoot"] is True
+
+
+def test_the_kit_points_at_sections_of_the_guide_that_exist():
+    guide = (ROOT / "docs" / "deploy.md").read_text()
+    anchors = {
+        re.sub(r"[^a-z0-9 -]", "", line.lstrip("#").strip().lower()).replace(" ", "-")
+        for line in guide.splitlines()
+        if line.startswith("## ")
+    }
+    for path in (ROOT / "deploy").rglob("*"):
+        if path.is_file():
+            for anchor in re.findall(r"docs/deploy\.md#([a-z0-9-]+)", path.read_text()):
+                assert anchor in anchors, f"{path.name} points at a missing section #{anchor}"
