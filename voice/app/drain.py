@@ -25,9 +25,11 @@ from voice.core.events import GOING_AWAY
 log = logging.getLogger(__name__)
 
 LOG_EVERY_S = 5.0
-LAST_REPLY_S = 30.0
-"""Past the drain's timeout, how long a call may take to finish the reply it is playing."""
-CLOSE_S = 10.0
+LAST_REPLY_S = 15.0
+"""Past the drain's timeout, how long a call may take to finish the reply it is playing. A
+deploy's grace period covers the drain's timeout plus this and :data:`CLOSE_S`
+(deploy/kubernetes/deployment.yaml)."""
+CLOSE_S = 5.0
 """After that, how long the calls' transports may take to close."""
 POLL_S = 0.1
 
