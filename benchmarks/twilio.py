@@ -19,7 +19,10 @@ every 20 ms in real time, marks echoed when their audio has played. Each call as
   ``--workers N`` the CPU is all workers' together, and the per-second figures (lag, GC,
   ``p90 s``) are each worker's;
   the CPU of this load generator (``callers``), of the simulated gateway, and of everything
-  else on the machine meanwhile (``others``: figures taken on a busy machine are worse).
+  else on the machine meanwhile (``others``: figures taken on a busy machine are worse);
+- the server's memory: its resident set (all its processes) at its peak during the level
+  (sampled every 0.25 s), and that peak less the resident set before the first call, per
+  call: the memory each concurrent call costs, for sizing (docs/deploy.md).
 
     .venv/bin/python -m benchmarks.twilio                       # 1, 50 and 100 calls
     .venv/bin/python -m benchmarks.twilio --calls 1,10 --turns 1
@@ -70,6 +73,23 @@ def server_pids(pid: int) -> list[int]:
     """The server process and its children (the workers of ``--workers``)."""
     children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
     return [pid, *(int(child) for child in children)]
+
+
+def rss_mb(pids: list[int]) -> float:
+    """Resident memory of ``pids`` together, in MB (VmRSS in /proc/PID/status)."""
+    total_kb = 0
+    for pid in pids:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                total_kb += int(line.split()[1])
+    return total_kb / 1024
+
+
+async def peak_rss(pids: list[int], peak: list[float]) -> None:
+    """Keep ``peak[0]`` at the highest resident memory of ``pids`` seen, every 0.25 s."""
+    while True:
+        peak[0] = max(peak[0], rss_mb(pids))
+        await asyncio.sleep(0.25)
 
 
 def read_lines(path: Path) -> list[str]:
@@ -225,7 +245,12 @@ async def one_call(
 
 
 async def run_level(
-    url: str, calls: int, args: argparse.Namespace, pids: dict[str, int], timings: Path
+    url: str,
+    calls: int,
+    args: argparse.Namespace,
+    pids: dict[str, int],
+    timings: Path,
+    idle_rss: float,
 ) -> dict[str, Any]:
     seen = len(read_lines(timings))
     groups = {name: [pid] for name, pid in pids.items()} | {"server": server_pids(pids["server"])}
@@ -236,9 +261,14 @@ async def run_level(
     before = cpu_used()
     waited_before = sum(cpu_wait_seconds(p) for p in groups["server"])
     busy_before, began = machine_busy_seconds(), time.monotonic()
-    results = await asyncio.gather(
-        *(one_call(url, i, calls, args.turns, args.ramp, args.deflate) for i in range(calls))
-    )
+    peak = [rss_mb(groups["server"])]
+    sampler = asyncio.create_task(peak_rss(groups["server"], peak))
+    try:
+        results = await asyncio.gather(
+            *(one_call(url, i, calls, args.turns, args.ramp, args.deflate) for i in range(calls))
+        )
+    finally:
+        sampler.cancel()
     wall = time.monotonic() - began
     used = {name: seconds - before[name] for name, seconds in cpu_used().items()}
     others = machine_busy_seconds() - busy_before - sum(used.values())
@@ -273,6 +303,8 @@ async def run_level(
         "callers_cpu_percent": 100 * used["callers"] / wall,
         "gateway_cpu_percent": 100 * used["gateway"] / wall,
         "others_cpu_percent": 100 * others / wall,
+        "rss_peak_mb": peak[0],
+        "rss_mb_per_call": (peak[0] - idle_rss) / calls,
         "wall_s": wall,
     }
 
@@ -283,6 +315,7 @@ async def measure(
     await wait_healthy(f"http://127.0.0.1:{gw_port}/health")
     await wait_healthy(f"http://127.0.0.1:{port}/health")
     url = f"ws://127.0.0.1:{port}/v1/twilio"
+    idle_rss = rss_mb(server_pids(pids["server"]))
     print(
         f"simulated gateway: {SIMULATED}; {args.turns} turns per call, started over "
         f"{args.ramp:g} s; "
@@ -294,14 +327,18 @@ async def measure(
         "the rest of the machine used meanwhile (a busy machine makes every figure worse)"
     )
     print(
+        f"memory: the server's resident set (all its processes), {idle_rss:.0f} MB before the "
+        "first call; 'RSS MB' its peak during the level, 'MB/call' (peak - that) / calls"
+    )
+    print(
         f"{'calls':>5} {'turns':>5} {'failed':>6} {'overhead p50':>12} {'p95':>6} {'max':>6} "
         f"{'v2v p50':>8} {'v2v p95':>8} {'lag p99':>7} {'max':>5} {'gc ms/s':>7} {'max':>5} "
         f"{'server CPU %':>12} {'p90 s':>5} {'CPU s/call-min':>14} {'waited %':>8} {'callers':>7} "
-        f"{'gateway':>7} {'others':>6}"
+        f"{'gateway':>7} {'others':>6} {'RSS MB':>6} {'MB/call':>7}"
     )
     rows = []
     for level in (int(n) for n in args.calls.split(",")):
-        row = await run_level(url, level, args, pids, timings)
+        row = await run_level(url, level, args, pids, timings, idle_rss)
         rows.append(row)
         failed = row["not_completed"] + row["timeouts"] + row["violations"]
         print(
@@ -312,7 +349,8 @@ async def measure(
             f"{row['cpu_p90_s']:>5.0f} {row['cpu_s_per_call_min']:>14.2f} "
             f"{row['server_cpu_wait_percent']:>8.0f} "
             f"{row['callers_cpu_percent']:>7.0f} "
-            f"{row['gateway_cpu_percent']:>7.0f} {row['others_cpu_percent']:>6.0f}",
+            f"{row['gateway_cpu_percent']:>7.0f} {row['others_cpu_percent']:>6.0f} "
+            f"{row['rss_peak_mb']:>6.0f} {row['rss_mb_per_call']:>7.2f}",
             flush=True,
         )
     if args.json:

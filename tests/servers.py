@@ -1,4 +1,5 @@
-"""Real servers for tests: run any ASGI app under uvicorn on 127.0.0.1, port 0.
+"""Real servers for tests: run any ASGI app under uvicorn on 127.0.0.1, port 0, configured as
+``voice serve`` configures it (voice/app/workers.py).
 
 The server runs in the test's own event loop, so a test can drive it and inspect the app's
 state without threads. HTTP and WebSocket both work (uvicorn's WebSocket protocol runs on the
@@ -22,10 +23,14 @@ import uvicorn
 from starlette.types import ASGIApp
 
 from tests.timing import MS
+from voice.app.serving import server_config
+from voice.config import ServerSettings
 
 
 @asynccontextmanager
-async def serve_app(app: ASGIApp, *, graceful_s: int = 5) -> AsyncIterator[str]:
+async def serve_app(
+    app: ASGIApp, *, graceful_s: int = 5, server: ServerSettings | None = None
+) -> AsyncIterator[str]:
     """Serve ``app`` until the block exits; yields the base URL ``http://127.0.0.1:PORT``.
 
     On exit the server stops accepting, lets open requests finish for up to ``graceful_s``
@@ -37,10 +42,16 @@ async def serve_app(app: ASGIApp, *, graceful_s: int = 5) -> AsyncIterator[str]:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    config = uvicorn.Config(
+    if server is None:  # the voice app's own server settings, else the defaults
+        state = getattr(getattr(app, "state", None), "voice", None)
+        server = state.settings.server if state is not None else None
+    # voice serve's own configuration (the request guard, the message cap), but for the port.
+    config = server_config(
         app,
+        host="127.0.0.1",
+        port=port,
+        server=server,
         lifespan="auto",
-        ws="websockets-sansio",
         log_config=None,  # leave logging to pytest: uvicorn's loggers propagate to root
         timeout_graceful_shutdown=graceful_s,
     )

@@ -40,7 +40,7 @@ async def test_the_page_and_its_files_are_served():
         assert (await client.get("/web/app.js", headers={"if-none-match": etag})).status_code == 304
 
 
-def test_the_wheel_carries_every_package_and_every_page_file(tmp_path):
+def test_the_wheel_carries_every_package_page_file_and_sound(tmp_path):
     # pyproject.toml lists the packages (web/ installs as voice.web): a wheel built from it
     # must hold every module under voice/ and every file of the page, or an installed
     # `voice serve` breaks where a checkout works.
@@ -69,3 +69,6 @@ def test_the_wheel_carries_every_package_and_every_page_file(tmp_path):
     }
     assert {"voice/web/index.html", "voice/web/app.js"} <= page
     assert page <= names, sorted(page - names)
+    sounds = {p.relative_to(ROOT).as_posix() for p in (ROOT / "voice").rglob("*.wav")}
+    assert {"voice/pipeline/sounds/failure.wav", "voice/pipeline/sounds/closing.wav"} <= sounds
+    assert sounds <= names, sorted(sounds - names)

@@ -222,7 +222,7 @@ def _serve(args: argparse.Namespace) -> int:
             port=server.port,
             count=server.workers,
             log_config=_workers_log_config(args.verbose),
-            max_frame_bytes=server.max_frame_bytes,
+            server=server,
         )
     run_app(create_app(settings), host=server.host, port=server.port)
     return 0
@@ -242,17 +242,14 @@ def run_app(app: Any, *, host: str, port: int, log_level: str = "info") -> None:
 
     ``benchmarks/`` calls this too, so capacity figures are those of ``voice serve``.
     """
-    import uvicorn
 
-    from voice.app.workers import server_config, tune_gc
+    from voice.app.serving import DrainingServer, server_config, tune_gc
 
     tune_gc()
     state = getattr(getattr(app, "state", None), "voice", None)  # the voice app's AppState
-    frame_cap = state.settings.server.max_frame_bytes if state is not None else None
-    config = server_config(
-        app, host=host, port=port, log_level=log_level, max_frame_bytes=frame_cap
-    )
-    server = uvicorn.Server(config)
+    server_settings = state.settings.server if state is not None else None
+    config = server_config(app, host=host, port=port, log_level=log_level, server=server_settings)
+    server = DrainingServer(config, drain=state.drain if state is not None else None)
     server.run()
     if not server.started:
         sys.exit(3)  # uvicorn's status for a server that could not start (port in use...)
@@ -314,7 +311,11 @@ def _token(args: argparse.Namespace) -> int:
         max_session_s=args.max_session_s,
         allow_update=not args.no_update,
     )
-    print(mint(secret.get_secret_value(), ttl_s=args.ttl, sub=args.sub, pins=pins))
+    try:
+        token = mint(secret.get_secret_value(), ttl_s=args.ttl, sub=args.sub, pins=pins)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    print(token)
     return 0
 
 

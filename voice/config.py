@@ -187,6 +187,13 @@ class PipelineSettings(_Frozen):
     """Reply audio sent ahead of real time; what is cleared on barge-in, at most."""
     audio_queue_ms: int = Field(default=10_000, ge=500)
     """Reply audio buffered per session before the producer waits."""
+    failure_audio: str = "default"
+    """What a caller hears when a turn fails for good: ``default`` (the shipped notice),
+    ``off``, or a WAV file's path (voice/pipeline/notices.py)."""
+    closing_audio: str = "default"
+    """What a caller hears before the session ends after too many failed turns."""
+    max_consecutive_failures: int = Field(default=3, ge=1)
+    """Failed turns in a row after which the session says the closing notice and ends."""
 
 
 class ServerSettings(_Frozen):
@@ -199,6 +206,12 @@ class ServerSettings(_Frozen):
     one core, so up to one per core the gateway leaves free."""
     max_frame_bytes: int = Field(default=64 * 1024, ge=1024)
     """Largest binary frame a caller may send (1 s of 16 kHz PCM16 is 32 KiB)."""
+    drain_timeout_s: float = Field(default=300.0, ge=0)
+    """On SIGTERM, how long calls in progress may go on while new ones are refused
+    (voice/app/drain.py); a deploy's grace period must be longer."""
+    request_timeout_s: float = Field(default=10.0, gt=0, le=300)
+    """A request or WebSocket handshake not whole this long after it began (or after its
+    connection opened) is answered 408 and closed (voice/app/http_guard.py)."""
 
 
 MIN_SECRET_BYTES = 32
@@ -478,10 +491,15 @@ ENV_VARS: dict[str, tuple[str, str]] = {
     "VOICE_INSTRUCTIONS": ("pipeline", "instructions"),
     "VOICE_TTS_LOOKAHEAD": ("pipeline", "tts_lookahead"),
     "VOICE_PLAYOUT_LEAD_MS": ("pipeline", "playout_lead_ms"),
+    "VOICE_FAILURE_AUDIO": ("pipeline", "failure_audio"),
+    "VOICE_CLOSING_AUDIO": ("pipeline", "closing_audio"),
+    "VOICE_MAX_CONSECUTIVE_FAILURES": ("pipeline", "max_consecutive_failures"),
     "VOICE_HOST": ("server", "host"),
     "VOICE_PORT": ("server", "port"),
     "VOICE_MAX_SESSIONS": ("server", "max_sessions"),
     "VOICE_WORKERS": ("server", "workers"),
+    "VOICE_REQUEST_TIMEOUT_S": ("server", "request_timeout_s"),
+    "VOICE_DRAIN_TIMEOUT_S": ("server", "drain_timeout_s"),
     "VOICE_PUBLIC_URL": ("telephony", "public_url"),
     "VOICE_TWILIO_AUTH_TOKEN": ("telephony", "twilio_auth_token"),
     "VOICE_TELNYX_STREAM_TOKEN": ("telephony", "telnyx_stream_token"),

@@ -11,7 +11,8 @@ The tree::
     ├── CallRefused                 a call the admission path did not let in; ``status``
     │   ├── Unauthorized            no caller token, or a bad one           (HTTP 401)
     │   ├── OriginNotAllowed        a browser page from another origin      (HTTP 403)
-    │   └── ServerBusy              at ``max_sessions``                     (HTTP 503)
+    │   ├── ServerBusy              at ``max_sessions``                     (HTTP 503)
+    │   └── ServerDraining          the server is stopping; go elsewhere    (HTTP 503)
     └── GatewayError                anything that went wrong talking to the gateway
         ├── GatewayTimeout          no answer in time                       (retryable)
         ├── GatewayUnavailable      connection failed, or 5xx               (retryable)
@@ -97,6 +98,16 @@ class ServerBusy(CallRefused):
     status = 503
 
     def __init__(self, message: str = "server at capacity; retry") -> None:
+        super().__init__(message)
+
+
+class ServerDraining(CallRefused):
+    """This server is stopping (a deploy): its calls go on, new ones go elsewhere."""
+
+    code = "server_draining"
+    status = 503
+
+    def __init__(self, message: str = "server shutting down; retry on another") -> None:
         super().__init__(message)
 
 

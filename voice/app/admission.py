@@ -10,9 +10,10 @@ counted as active until the call ends, exactly once. WebSocket transports hold t
 connection's close callback with :meth:`Call.end`.
 
 Every check a call must pass lives in :meth:`Admission.check` alone, in this order: the
-page's ``Origin`` (403), the caller token when ``VOICE_AUTH_SECRET`` is set (401), capacity
-(503). A refusal is a :class:`~voice.errors.CallRefused` that each transport turns into its
-own wire (:func:`refuse_websocket`, an offer's JSON error).
+page's ``Origin`` (403), the caller token when ``VOICE_AUTH_SECRET`` is set (401), a server
+draining for a stop (503, voice/app/drain.py), capacity (503). A refusal is a
+:class:`~voice.errors.CallRefused` that each transport turns into its own wire
+(:func:`refuse_websocket`, an offer's JSON error).
 """
 
 from __future__ import annotations
@@ -35,8 +36,9 @@ from voice.app.metrics import Metrics
 from voice.app.responses import error_response
 from voice.config import Settings
 from voice.core.events import ErrorEvent
-from voice.errors import CallRefused, ServerBusy
+from voice.errors import CallRefused, ServerBusy, ServerDraining
 from voice.gateway.base import Gateway
+from voice.pipeline.notices import Notices
 from voice.pipeline.session import Session
 from voice.transports.wire import event_to_wire
 
@@ -140,8 +142,10 @@ class Admission:
         gateway: Gateway,
         metrics: Metrics,
         active: Callable[[], int],
+        notices: Notices | None = None,
     ) -> None:
         self._settings = settings
+        self._notices = notices
         self._gateway = gateway
         self._metrics = metrics
         self._active = active
@@ -150,6 +154,10 @@ class Admission:
         self._origins = Origins(
             settings.auth.allowed_origins, public_url=settings.telephony.public_url
         )
+        self.calls: set[Call] = set()
+        """This process's calls in progress."""
+        self.draining = False
+        """Set when the server begins to stop: every new call is refused."""
 
     @property
     def full(self) -> bool:
@@ -162,6 +170,8 @@ class Admission:
         try:
             self._origins.check(conn)
             caller = self._tokens.verify(token_from(conn)) if self._tokens and token else None
+            if self.draining:
+                raise ServerDraining()
             if self.full:
                 raise ServerBusy()
         except CallRefused as refused:
@@ -182,6 +192,7 @@ class Admission:
             gateway=self._gateway,
             observe=metrics.observe,
             max_session_s=pins.max_session_s if pins is not None else limits.max_session_s,
+            notices=self._notices,
         )
         if pins is not None:
             session.pin(
@@ -193,14 +204,22 @@ class Admission:
         warm.add_done_callback(_warm_done)
         who = f" for {caller.sub}" if caller is not None and caller.sub else ""
         session.log.info("%s call started (%s)%s", transport.value, _peer(conn), who)
-        return Call(session, transport, on_end=metrics.session_ended, warm=warm)
+
+        def ended() -> None:
+            self.calls.discard(call)
+            metrics.session_ended()
+
+        call = Call(session, transport, on_end=ended, warm=warm)
+        self.calls.add(call)
+        return call
 
 
 async def refuse_websocket(websocket: WebSocket, refused: CallRefused, *, event: bool) -> None:
-    """Refuse a handshake: 401/403 as an HTTP response before the upgrade; at capacity, as
+    """Refuse a handshake: as an HTTP response before the upgrade (401, 403, 503 while
+    draining: a load balancer may retry that on another instance); at capacity, as
     documented since the start, accept and close 1013 (after an ``error`` event if the
     wire has one)."""
-    if refused.status != 503:
+    if not isinstance(refused, ServerBusy):
         denial = error_response(refused.status, refused.code, refused.message)
         await websocket.send_denial_response(denial)
         return

@@ -63,6 +63,11 @@ def check_secret(secret: str) -> None:
         raise ConfigError(str(exc)) from None
 
 
+MAX_TOKEN_BYTES = 8000
+"""The longest token a caller can send: the server refuses a request line or header line over
+``voice.app.http_guard.MAX_LINE_BYTES`` (414/431)."""
+
+
 def mint(
     secret: str,
     *,
@@ -79,7 +84,14 @@ def mint(
         claims["sub"] = sub
     if pins is not None and (fields := pins.model_dump(exclude_defaults=True)):
         claims["voice"] = fields
-    return jwt.encode(claims, secret, algorithm=ALGORITHM)
+    token = jwt.encode(claims, secret, algorithm=ALGORITHM)
+    if len(token) > MAX_TOKEN_BYTES:
+        raise ValueError(
+            f"the token is {len(token)} bytes; a request carries at most {MAX_TOKEN_BYTES} "
+            "in its URL or a header: pin shorter instructions (or set long ones on the "
+            "server, VOICE_INSTRUCTIONS)"
+        )
+    return token
 
 
 _REFUSALS: tuple[tuple[type[jwt.InvalidTokenError], str], ...] = (

@@ -1,5 +1,5 @@
-"""``/health`` (the process answers), ``/ready`` (503 at capacity: take no more calls here)
-and ``/metrics`` (Prometheus text, the whole server's)."""
+"""``/health`` (the process answers), ``/ready`` (503 at capacity or while draining for a
+stop: send no more calls here) and ``/metrics`` (Prometheus text, the whole server's)."""
 
 from __future__ import annotations
 
@@ -28,8 +28,14 @@ async def _health(request: Request) -> Response:
 async def _ready(request: Request) -> Response:
     state = app_state(request)
     active, limit = state.sessions_active(), state.settings.server.max_sessions
-    body = {"sessions": active, "max_sessions": limit}
-    return JSONResponse(body, status_code=503 if active >= limit else 200)
+    body: dict[str, object] = {"sessions": active, "max_sessions": limit}
+    if state.admission.draining:
+        body["status"] = "draining"
+    elif active >= limit:
+        body["status"] = "full"
+    else:
+        body["status"] = "ready"
+    return JSONResponse(body, status_code=200 if body["status"] == "ready" else 503)
 
 
 async def _metrics(request: Request) -> Response:

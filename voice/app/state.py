@@ -8,10 +8,12 @@ from dataclasses import dataclass, field
 from starlette.requests import HTTPConnection
 
 from voice.app.admission import Admission
+from voice.app.drain import Drain
 from voice.app.metrics import Metrics, SharedMetrics
 from voice.config import Settings
 from voice.core.limits import PerKeyRate
 from voice.gateway.base import Gateway
+from voice.pipeline.notices import load_notices
 from voice.transports.webrtc import WebRtcPeers
 
 
@@ -25,6 +27,8 @@ class AppState:
     shared: SharedMetrics | None = None
     """Every worker's figures, when this process is one of ``voice serve --workers``."""
     admission: Admission = field(init=False)
+    drain: Drain = field(init=False)
+    """Stops the server without dropping a call (SIGTERM)."""
     offers: PerKeyRate = field(init=False)
     """WebRTC offers per client address per minute."""
 
@@ -35,7 +39,9 @@ class AppState:
             gateway=self.gateway,
             metrics=self.metrics,
             active=self.sessions_active,
+            notices=load_notices(self.settings.pipeline),
         )
+        self.drain = Drain(self.admission, timeout_s=self.settings.server.drain_timeout_s)
 
     def metrics_text(self) -> str:
         """The whole server's figures (every worker's), in Prometheus text format."""

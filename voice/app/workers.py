@@ -10,9 +10,14 @@ uvicorn's own supervisor (``uvicorn.supervisors.Multiprocess``) runs them: it st
 worker as a fresh interpreter with the listening socket, asks every half second whether
 each still answers, starts a dead one again, stops the server when one exits because it
 could not start (status 3, uvicorn's ``STARTUP_FAILURE``: the next would fail alike), and
-stops them all gracefully on SIGTERM or SIGINT. :func:`serve_workers` adds what a voice
-server needs around it:
+stops them on SIGTERM or SIGINT. :func:`serve_workers` adds what a voice server needs around
+it:
 
+- a stop signal drains the calls first (voice/app/drain.py): the supervisor sends every
+  worker :data:`DRAIN_SIGNAL`, each refuses new calls while its own go on, and once the
+  whole server's live sessions reach 0 the supervisor stops the workers; a second stop
+  signal stops them at once (workers ignore the terminal's Ctrl-C, which the supervisor
+  gets too);
 - it binds the socket itself, so a port in use is a clear error, at once;
 - workers share their metrics through prometheus_client's multiprocess mode (in a directory
   made here, removed at the end; see :mod:`voice.app.metrics`), and a dead worker is marked
@@ -23,13 +28,13 @@ server needs around it:
 In each worker, :func:`worker_app` builds the app from the factory named in
 :data:`ENV_APP` (from the environment: flags reach workers as ``VOICE_*`` variables), turns
 any error there into status 3 rather than a traceback uvicorn would answer by starting it
-again forever, tunes the garbage collector as :func:`tune_gc` says, and stops the worker
-when its supervisor is gone.
+again forever, tunes the garbage collector as :func:`tune_gc` says, drains on
+:data:`DRAIN_SIGNAL`, and stops the worker when its supervisor is gone.
 """
 
 from __future__ import annotations
 
-import gc
+import asyncio
 import logging
 import multiprocessing
 import os
@@ -50,7 +55,10 @@ from uvicorn.importer import import_from_string
 from uvicorn.supervisors import Multiprocess
 from uvicorn.supervisors.multiprocess import Process
 
-from voice.app.metrics import MULTIPROC_DIR
+from voice.app.drain import CLOSE_S, LAST_REPLY_S
+from voice.app.metrics import MULTIPROC_DIR, SharedMetrics
+from voice.app.serving import server_config, tune_gc
+from voice.config import ServerSettings
 from voice.errors import ConfigError, VoiceError
 
 log = logging.getLogger(__name__)
@@ -58,50 +66,10 @@ log = logging.getLogger(__name__)
 ENV_APP = "VOICE_WORKER_APP"
 """Set in a worker: the app factory it serves, as ``module:function``."""
 STOP_S = 15.0
-"""How long the supervisor waits for workers to finish their sessions after a stop signal
-(uvicorn's graceful shutdown, :data:`GRACEFUL_S`, plus time to close) before it kills them."""
-GRACEFUL_S = 10
-"""After a stop signal, how long uvicorn lets open connections finish."""
-GC_YOUNG_THRESHOLD = 10_000
-"""Allocations (less deallocations) between collections of the youngest generation."""
-
-
-def tune_gc() -> None:
-    """Set the collector for many live sessions; call once the app is built."""
-    # Everything built so far (modules, the app, settings) lives as long as the process:
-    # frozen, the collector no longer rescans it. Unfrozen, every full collection walks it
-    # all, a pause of ~25 ms on a small machine that every session's audio waits behind.
-    gc.collect()
-    gc.freeze()
-    # Each call makes thousands of short-lived objects a second (messages, frames, futures);
-    # with the default 700 the youngest generation is collected ~10 times a second at 100
-    # calls, and objects a few milliseconds old survive into the older generations, whose
-    # collections are the long pauses. Collected every GC_YOUNG_THRESHOLD allocations,
-    # most have died first.
-    gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
-
-
-WS_MESSAGE_HEADROOM = 4
-"""uvicorn's WebSocket message limit, as a multiple of ``max_frame_bytes``. A frame a little
-over the setting still reaches the transport, which answers with an ``error`` event and
-1009; one far over it, or a compressed one that inflates far past it, is refused by
-websockets itself (1009) before it is held in memory whole (uvicorn's own default: 16 MiB)."""
-
-
-def server_config(
-    app: Any, *, host: str, port: int, max_frame_bytes: int | None = None, **options: Any
-) -> uvicorn.Config:
-    """uvicorn's configuration for a voice server, one process or each worker."""
-    if max_frame_bytes is not None:
-        options["ws_max_size"] = WS_MESSAGE_HEADROOM * max_frame_bytes
-    return uvicorn.Config(
-        app,
-        host=host,
-        port=port,
-        ws="websockets-sansio",
-        timeout_graceful_shutdown=GRACEFUL_S,
-        **options,
-    )
+"""How long the supervisor waits for workers to stop once their calls have ended (uvicorn's
+graceful shutdown, ``GRACEFUL_S``, plus time to close) before it kills them."""
+DRAIN_SIGNAL = signal.SIGUSR1
+"""The supervisor's word to its workers: drain (stop taking calls, let the calls go on)."""
 
 
 def serve_workers(
@@ -112,7 +80,7 @@ def serve_workers(
     count: int,
     log_level: str = "info",
     log_config: dict[str, Any] | None = None,
-    max_frame_bytes: int | None = None,
+    server: ServerSettings | None = None,
 ) -> int:
     """Bind ``host:port`` and serve the app ``factory`` (``module:function``, called in each
     worker) in ``count`` workers until SIGINT/SIGTERM.
@@ -137,13 +105,18 @@ def serve_workers(
         port=port,
         workers=count,
         log_level=log_level,
-        max_frame_bytes=max_frame_bytes,
+        server=server,
         **({} if log_config is None else {"log_config": log_config}),
     )
-    supervisor = _Supervisor(config, [sock], metrics_dir=directory)
+    drain_s = (server or ServerSettings()).drain_timeout_s
+    supervisor = _Supervisor(config, [sock], metrics_dir=directory, drain_s=drain_s)
+    # Ignored until a worker is ready to drain (a disposition workers inherit): the default
+    # would kill a worker still starting.
+    previous = signal.signal(DRAIN_SIGNAL, signal.SIG_IGN)
     try:
         supervisor.run()
     finally:
+        signal.signal(DRAIN_SIGNAL, previous)
         sock.close()
         shutil.rmtree(directory, ignore_errors=True)
         for name, value in saved.items():
@@ -155,17 +128,51 @@ def serve_workers(
 
 
 class _Supervisor(Multiprocess):
-    """uvicorn's supervisor, which also marks every worker it let go (dead, replaced on
-    SIGHUP, dropped on SIGTTOU) dead for the shared metrics, and does not wait for ever on a
-    worker that does not stop."""
+    """uvicorn's supervisor, which drains the workers' calls on the first stop signal, marks
+    every worker it let go (dead, replaced on SIGHUP, dropped on SIGTTOU) dead for the
+    shared metrics, and does not wait for ever on a worker that does not stop."""
 
-    def __init__(self, config: uvicorn.Config, sockets: list[socket.socket], *, metrics_dir: Path):
+    def __init__(
+        self,
+        config: uvicorn.Config,
+        sockets: list[socket.socket],
+        *,
+        metrics_dir: Path,
+        drain_s: float,
+    ) -> None:
         super().__init__(config, sockets)
         self._metrics_dir = metrics_dir
         self._known: list[Process] = []
+        # Each worker ends its calls by drain_s after the signal, then lets their last
+        # replies finish; past that, the supervisor stops waiting for them.
+        self._drain_s = drain_s + LAST_REPLY_S + CLOSE_S
+        self._drain_since: float | None = None
+
+    def handle_int(self) -> None:
+        self._stop_asked("SIGINT")
+
+    def handle_term(self) -> None:
+        self._stop_asked("SIGTERM")
+
+    def _stop_asked(self, name: str) -> None:
+        if self._drain_since is not None:
+            log.info("%s again: stopping the workers now", name)
+            self.should_exit.set()
+            return
+        log.info("%s: draining the workers' calls (send it again to stop now)", name)
+        self._drain_since = time.monotonic()
+        for process in self.processes:
+            if process.pid is not None:
+                os.kill(process.pid, DRAIN_SIGNAL)
 
     def keep_subprocess_alive(self) -> None:
-        super().keep_subprocess_alive()
+        if self._drain_since is None:
+            super().keep_subprocess_alive()
+        else:  # draining: no worker is started again; stop once every call has ended
+            active = SharedMetrics(self._metrics_dir).sessions_active()
+            if active == 0 or time.monotonic() - self._drain_since > self._drain_s:
+                log.info("drained (%d sessions left): stopping the workers", active)
+                self.should_exit.set()
         self._forget_gone()
 
     def handle_signals(self) -> None:
@@ -204,6 +211,10 @@ def worker_app() -> Any:
         log.exception("worker %d cannot start", os.getpid())
         sys.exit(STARTUP_FAILURE)
     tune_gc()
+    if (state := getattr(getattr(app, "state", None), "voice", None)) is not None:
+        # The supervisor says when to drain; the terminal's Ctrl-C reaches it too.
+        asyncio.get_running_loop().add_signal_handler(DRAIN_SIGNAL, state.drain.begin)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
     return app
 
 

@@ -135,10 +135,15 @@ class ErrorEvent:
     message: str
 
 
+GOING_AWAY = "going_away"
+"""The reason a session ends when its server stops (a drain ran out of time): its
+WebSocket closes 1001, not 1000."""
+
+
 @dataclass(frozen=True, slots=True)
 class SessionEnded:
-    """The server ends the session (``reason``: ``idle``, ``max_duration``, ...); the last
-    event before the transport closes."""
+    """The server ends the session (``reason``: ``idle``, ``max_duration``,
+    :data:`GOING_AWAY`, ...); the last event before the transport closes."""
 
     reason: str
     message: str

@@ -25,7 +25,7 @@ import time
 from collections.abc import MutableMapping
 from typing import Any
 
-from voice.audio.frames import PIPELINE_RATE, PcmFrame, Reframer
+from voice.audio.frames import PIPELINE_RATE, SAMPLE_WIDTH, PcmFrame, Reframer
 from voice.audio.resample import Resampler
 from voice.audio.upsample import Upsampler2x
 from voice.audio.wav import wav_bytes
@@ -48,6 +48,7 @@ from voice.core.limits import PerMinute
 from voice.core.turns import TurnDetector
 from voice.errors import GatewayAuthError, GatewayError, PaymentRequired, ProtocolError
 from voice.gateway.base import Gateway, ReferenceVoice, Voice
+from voice.pipeline.notices import Notices
 from voice.pipeline.reply import Reply, Transcription
 from voice.pipeline.sink import AudioSink, Emit, Hangup, NullSink, no_events
 from voice.vad import SpeechClassifier, WebRtcVad
@@ -91,6 +92,7 @@ class Session:
         observe: Emit | None = None,
         vad: SpeechClassifier | None = None,
         max_session_s: float | None = None,
+        notices: Notices | None = None,
     ) -> None:
         self.id = session_id
         self.settings = settings
@@ -134,6 +136,8 @@ class Session:
         self._limits_armed = False
         self._pinned = False
         self._last_voiced = 0.0
+        self._notices = notices or Notices()
+        self._failures = 0  # turns in a row that failed for good
         self.ended: str | None = None
         """Why the server ended the session (``idle``, ``max_duration``); None while it runs."""
 
@@ -220,6 +224,13 @@ class Session:
         self.emit(SessionEnded(reason, message))
         if self._hangup is not None:
             self._hangup(reason)
+
+    async def end_after_reply(self, reason: str, message: str, *, within_s: float) -> None:
+        """:meth:`end` the session once the reply now in flight has been played (waiting
+        at most ``within_s``), so that the caller does not lose a sentence's end."""
+        if (task := self._reply_task) is not None and not task.done():
+            await asyncio.wait({task}, timeout=within_s)
+        self.end(reason, message)
 
     def _check_idle(self) -> None:
         """The idle timer fired: end the session, or look again when it could be idle.
@@ -400,8 +411,23 @@ class Session:
         except asyncio.CancelledError:
             if reply.interrupted is None:
                 raise  # the session is closing, not a barge-in: nobody to tell
-        if not reply.started:
+        if reply.started:
+            self._reply_ended(reply, status)
+        if reply.interrupted is not None:
+            return  # the caller spoke: whatever failed, the barge-in is what counts
+        if status == "completed":
+            if reply.started:
+                self._failures = 0
             return
+        self._failures += 1
+        try:
+            await self._say_failed()
+        except asyncio.CancelledError:
+            if reply.interrupted is None:
+                raise  # closing; a barge-in only stops the notice
+
+    def _reply_ended(self, reply: Reply, status: ResponseStatus) -> None:
+        """A started reply's last events: what the dialog kept of it."""
         if reply.interrupted is not None:
             # Also when a child failed as the caller barged in: the barge-in is what counts.
             kept = reply.interrupted
@@ -430,3 +456,29 @@ class Session:
             extra={"turn_record": {"response_id": reply.response_id, "status": status, **record}},
         )
         self._emit(ResponseDone(reply.response_id, kept, status, reply.timings(), reply.record))
+
+    async def _say_failed(self) -> None:
+        """After a turn failed for good: the failure notice, or past the limit of failed
+        turns in a row, the closing notice and the end of the session."""
+        limit = self.settings.pipeline.max_consecutive_failures
+        if self._failures < limit:
+            await self._say(self._notices.failure)
+            return
+        self.log.warning("%d turns in a row failed: ending the session", self._failures)
+        await self._say(self._notices.closing)
+        self.end(
+            "gateway_failures",
+            f"{self._failures} turns in a row could not be answered; call again later",
+        )
+
+    async def _say(self, notice: PcmFrame | None) -> None:
+        """Play a recorded notice through the caller's output, as a reply's audio plays."""
+        if notice is None:
+            return
+        sink = self._sink
+        sink.start_response()
+        step = notice.sample_rate // 5 * SAMPLE_WIDTH  # 200 ms
+        for at in range(0, len(notice.pcm), step):
+            await sink.write(PcmFrame(notice.pcm[at : at + step], notice.sample_rate))
+        await sink.finish()
+        await sink.wait_played()

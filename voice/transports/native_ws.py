@@ -28,6 +28,7 @@ from voice.transports.wire import (
     SessionConfig,
     SessionUpdate,
     event_to_wire,
+    hangup_code,
     parse_client_event,
     voice_fields,
 )
@@ -72,8 +73,8 @@ class NativeSession:
         self._send_json(event_to_wire(event))
 
     def _hang_up(self, reason: str) -> None:
-        """The session ended (a limit): close 1000 once the events before it have gone."""
-        self._closing = _Close(CloseCode.NORMAL_CLOSURE, reason)
+        """The session ended (a limit, a drain): close once the events before it have gone."""
+        self._closing = _Close(hangup_code(reason), reason)
         if self._events.full():
             self._events.get_nowait()  # a caller not reading: the close matters more
         self._events.put_nowait(self._closing)

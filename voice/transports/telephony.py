@@ -38,6 +38,7 @@ from voice.pipeline.session import Session
 from voice.pipeline.sink import NullSink, no_events
 from voice.transports.codecs import Codec
 from voice.transports.mark_playout import MarkedPlayout
+from voice.transports.wire import hangup_code
 
 logger = logging.getLogger(__name__)
 
@@ -449,13 +450,13 @@ class TelephonyCall:
             self._pacer = None
 
     def _hang_up(self, reason: str) -> None:
-        """The session ended (a limit): close the stream (1000); the reader then stops."""
+        """The session ended (a limit, a drain): close the stream; the reader then stops."""
         if self._closer is None:
             self._closer = asyncio.create_task(self._close(reason))
 
     async def _close(self, reason: str) -> None:
         try:
-            await self._ws.close(code=CloseCode.NORMAL_CLOSURE, reason=reason)
+            await self._ws.close(code=hangup_code(reason), reason=reason)
         except (WebSocketDisconnect, RuntimeError, OSError):
             pass  # already closed by the carrier
 

@@ -10,9 +10,11 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
+from websockets.frames import CloseCode
 
 from voice.config import PCM_RATES, GatewaySettings
 from voice.core.events import (
+    GOING_AWAY,
     AudioDone,
     DtmfReceived,
     ErrorEvent,
@@ -29,6 +31,12 @@ from voice.core.events import (
 )
 from voice.errors import AudioFormatError, ProtocolError
 from voice.gateway.base import DEFAULT_TASK_TYPE, ReferenceVoice, Voice, check_ref_audio
+
+
+def hangup_code(reason: str) -> CloseCode:
+    """How a WebSocket closes when the server ends its session for ``reason``: 1001 when
+    the server is going away, else 1000 (RFC 6455 §7.4.1)."""
+    return CloseCode.GOING_AWAY if reason == GOING_AWAY else CloseCode.NORMAL_CLOSURE
 
 
 class _Message(BaseModel):
