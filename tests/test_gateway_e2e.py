@@ -148,7 +148,7 @@ async def test_a_retryable_error_is_retried(simulated):
 
 async def test_a_hang_times_out_and_the_server_lets_go(simulated):
     set_faults(simulated, Fault(route="chat", kind="hang"))
-    async with http_gateway(simulated, llm_timeout_s=200 * MS) as gateway:
+    async with http_gateway(simulated, llm_first_token_timeout_s=200 * MS) as gateway:
         with pytest.raises(GatewayTimeout):
             [delta async for delta in gateway.chat(MESSAGES)]
         await until(lambda: simulated.in_flight["chat"] == 0)

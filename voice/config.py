@@ -58,11 +58,21 @@ class GatewaySettings(_Frozen):
     extra_headers: dict[str, str] = Field(default_factory=dict)
     """Sent on every request (a pipeline id, a payment proof, ...); the repr shows only
     their names, as values may be credentials."""
-    connect_timeout_s: float = Field(default=5.0, gt=0)
-    asr_timeout_s: float = Field(default=30.0, gt=0)
-    llm_timeout_s: float = Field(default=30.0, gt=0)
-    """Longest wait for the first token, and between tokens after it."""
-    tts_timeout_s: float = Field(default=30.0, gt=0)
+    # Timeouts bound a caller's dead air: with a gateway that hangs on any one route, the
+    # caller hears the failure notice within 8 s of the end of their speech, the one retry
+    # a hung request gets included (docs/gateways.md#timeouts; benchmarks/dead_air.py).
+    connect_timeout_s: float = Field(default=2.0, gt=0)
+    """Longest wait for a connection to the gateway (co-located: milliseconds)."""
+    asr_timeout_s: float = Field(default=2.5, gt=0)
+    """Longest wait for a whole transcription."""
+    llm_first_token_timeout_s: float = Field(default=4.0, gt=0)
+    """Longest wait from the chat request to the first bytes of its stream."""
+    llm_stall_timeout_s: float = Field(default=3.0, gt=0)
+    """Longest wait between two chunks of the chat stream."""
+    tts_first_byte_timeout_s: float = Field(default=2.0, gt=0)
+    """Longest wait from a speech request to its first audio bytes."""
+    tts_stall_timeout_s: float = Field(default=2.0, gt=0)
+    """Longest wait between two chunks of speech audio."""
     max_retries: int = Field(default=2, ge=0, le=5)
     retry_backoff_s: float = Field(default=0.2, ge=0)
     max_connections: int = Field(
@@ -477,6 +487,12 @@ ENV_VARS: dict[str, tuple[str, str]] = {
     "VOICE_ASR_LANGUAGE": ("gateway", "asr_language"),
     "VOICE_LLM_MAX_TOKENS": ("gateway", "llm_max_tokens"),
     "VOICE_GATEWAY_MAX_RETRIES": ("gateway", "max_retries"),
+    "VOICE_GATEWAY_CONNECT_TIMEOUT_S": ("gateway", "connect_timeout_s"),
+    "VOICE_ASR_TIMEOUT_S": ("gateway", "asr_timeout_s"),
+    "VOICE_LLM_FIRST_TOKEN_TIMEOUT_S": ("gateway", "llm_first_token_timeout_s"),
+    "VOICE_LLM_STALL_TIMEOUT_S": ("gateway", "llm_stall_timeout_s"),
+    "VOICE_TTS_FIRST_BYTE_TIMEOUT_S": ("gateway", "tts_first_byte_timeout_s"),
+    "VOICE_TTS_STALL_TIMEOUT_S": ("gateway", "tts_stall_timeout_s"),
     "VOICE_GATEWAY_MAX_CONNECTIONS": ("gateway", "max_connections"),
     "VOICE_GATEWAY_RECEIPT_HEADERS": ("gateway", "receipt_headers"),
     "VOICE_TTS_REF_AUDIO": ("gateway", "tts_ref_audio"),

@@ -122,6 +122,18 @@ class _Route:
     path: str  # relative to the base URL, which ends in /v1
     label: str  # how messages name it: "the <label> request"
     timeout: httpx.Timeout
+    first_s: float
+    """From sending the request to the response's first body byte (for a whole-body route,
+    its last)."""
+    stall_s: float
+    """Between two body chunks, once the first has come."""
+
+
+@dataclass(slots=True)
+class _Clock:
+    """When a response's first byte is due, on the event loop's clock (set by ``_open``)."""
+
+    due: float = 0.0
 
 
 class HttpGateway:
@@ -160,16 +172,26 @@ class HttpGateway:
             for shard_transport in _transports(settings.max_connections, transport)
         ]
 
-        def route(method: str, path: str, label: str, read_s: float) -> _Route:
-            # connect and pool bound the wait for a connection; read bounds each chunk.
+        def route(method: str, path: str, label: str, first_s: float, stall_s: float) -> _Route:
+            # httpx's connect and pool bound the wait for a connection; the first byte and
+            # each stall are timed here (voice/gateway/http.py's _body), httpx's read only
+            # as a backstop.
             connect = settings.connect_timeout_s
-            timeout = httpx.Timeout(connect=connect, read=read_s, write=read_s, pool=connect)
-            return _Route(method, path, label, timeout)
+            read = max(first_s, stall_s) + 1.0
+            timeout = httpx.Timeout(connect=connect, read=read, write=first_s, pool=connect)
+            return _Route(method, path, label, timeout, first_s, stall_s)
 
-        self._asr = route("POST", "audio/transcriptions", "transcription", settings.asr_timeout_s)
-        self._chat = route("POST", "chat/completions", "chat", settings.llm_timeout_s)
-        self._tts = route("POST", "audio/speech", "speech", settings.tts_timeout_s)
-        self._models = route("GET", "models", "models", settings.connect_timeout_s)
+        s = settings
+        self._asr = route(
+            "POST", "audio/transcriptions", "transcription", s.asr_timeout_s, s.asr_timeout_s
+        )
+        self._chat = route(
+            "POST", "chat/completions", "chat", s.llm_first_token_timeout_s, s.llm_stall_timeout_s
+        )
+        self._tts = route(
+            "POST", "audio/speech", "speech", s.tts_first_byte_timeout_s, s.tts_stall_timeout_s
+        )
+        self._models = route("GET", "models", "models", s.connect_timeout_s, s.connect_timeout_s)
         self._retry = RetryPolicy(
             max_retries=settings.max_retries, backoff_s=settings.retry_backoff_s
         )
@@ -263,12 +285,18 @@ class HttpGateway:
         self,
         route: _Route,
         *,
+        clock: _Clock,
         call: GatewayCall | None = None,
         paid: Mapping[str, str] | None = None,
         headers: dict[str, str] | None = None,
         **content: Any,
     ) -> AsyncGenerator[httpx.Response, None]:
         """Send one request; yield its 2xx response with the body unread; always close it.
+
+        Its head must have arrived within the route's first-byte time of the request going
+        out (once connected: connecting is bounded by httpx's connect and pool timeouts),
+        else it is a :class:`GatewayTimeout`; ``clock.due`` is then when the body's first
+        byte is due, for :meth:`_body`.
 
         ``call`` (if any) notes the attempt, the gateway's request id and the receipt
         headers; ``paid`` are a payer's headers, masked wherever the gateway echoes them.
@@ -282,15 +310,32 @@ class HttpGateway:
         if call is not None:
             call.attempts += 1
             call.request_id = request_id
+        loop = asyncio.get_running_loop()
+        clock.due = loop.time() + self._settings.connect_timeout_s + route.first_s
+        limit = asyncio.timeout_at(clock.due)
+
+        async def trace(event: str, info: object) -> None:
+            if event == "http11.send_request_headers.started":  # connected: the clock starts
+                clock.due = loop.time() + route.first_s
+                limit.reschedule(clock.due)
+
         with self._least_busy() as client:
             request = client.build_request(
-                route.method, route.path, headers=call_headers, timeout=route.timeout, **content
+                route.method,
+                route.path,
+                headers=call_headers,
+                timeout=route.timeout,
+                extensions={"trace": trace},
+                **content,
             )
             started = time.monotonic()
             try:
-                response = await client.send(request, stream=True)
+                async with limit:
+                    response = await client.send(request, stream=True)
             except httpx.HTTPError as exc:
                 raise self._transport_error(exc, route, request_id) from exc
+            except TimeoutError:
+                raise self._timeout(route, request_id, first=True) from None
             try:
                 ms, rid = 1000 * (time.monotonic() - started), _request_id(response)
                 log.debug(
@@ -343,8 +388,13 @@ class HttpGateway:
         """A whole-body request, retried (and paid for) as the module docstring says."""
 
         async def attempt(paid: Mapping[str, str]) -> AsyncGenerator[T, None]:
-            async with self._open(route, call=call, paid=paid, **content) as resp:
-                await resp.aread()
+            clock = _Clock()
+            async with self._open(route, clock=clock, call=call, paid=paid, **content) as resp:
+                try:
+                    async with asyncio.timeout_at(clock.due):
+                        await resp.aread()
+                except TimeoutError:
+                    raise self._timeout(route, _request_id(resp), first=True) from None
                 result = self._parse(route, resp, lambda: parse(resp))
                 if call is not None:
                     found = wire.json_body_receipts(resp.content)
@@ -380,8 +430,9 @@ class HttpGateway:
     ) -> AsyncGenerator[str, None]:
         """One chat request's text deltas."""
         headers = {"Accept": "text/event-stream", **_IDENTITY}
+        clock = _Clock()
         async with self._open(
-            self._chat, call=call, paid=paid, json=body, headers=headers
+            self._chat, clock=clock, call=call, paid=paid, json=body, headers=headers
         ) as response:
             if _content_type(response) == "application/json":
                 # The gateway ignored stream=true and sent the whole completion.
@@ -392,7 +443,7 @@ class HttpGateway:
                     yield text
                 return
             stream = wire.ChatStream()
-            chunks = response.aiter_bytes()
+            chunks = self._body(response, self._chat, clock.due)
             try:
                 async for chunk in chunks:
                     for delta in stream.feed(chunk):
@@ -416,8 +467,9 @@ class HttpGateway:
         """One speech request's audio; blank text sends no request."""
         if not body["input"].strip():
             return
+        clock = _Clock()
         async with self._open(
-            self._tts, call=call, paid=paid, json=body, headers=_IDENTITY
+            self._tts, clock=clock, call=call, paid=paid, json=body, headers=_IDENTITY
         ) as response:
             ctype = _content_type(response)
             if ctype == "application/json" or ctype.startswith("text/"):
@@ -425,13 +477,45 @@ class HttpGateway:
                 raise self._protocol_error(self._tts, response, f"{ctype}: {detail}")
             pcm = wire.SpeechStream(self._settings.tts_format)
             try:
-                async for chunk in response.aiter_bytes():
+                async for chunk in self._body(response, self._tts, clock.due):
                     if (frame := pcm.feed(chunk)) is not None:
                         yield frame
                 if pcm.end():
                     log.debug("speech ended half way through a sample; dropped a byte")
             except AudioFormatError as exc:
                 raise self._protocol_error(self._tts, response, str(exc)) from exc
+
+    async def _body(
+        self, response: httpx.Response, route: _Route, deadline: float
+    ) -> AsyncGenerator[bytes, None]:
+        """``response``'s body: the first chunk by ``deadline``, each next one within the
+        route's stall time; a :class:`GatewayTimeout` past either. Only the wait for the
+        gateway is timed, not the time the reader takes between chunks."""
+        chunks = response.aiter_bytes()
+        limit: asyncio.Timeout = asyncio.timeout_at(deadline)
+        first = True
+        while True:
+            try:
+                async with limit:
+                    chunk = await anext(chunks)
+            except StopAsyncIteration:
+                return
+            except TimeoutError:
+                raise self._timeout(route, _request_id(response), first=first) from None
+            first = False
+            yield chunk
+            limit = asyncio.timeout(route.stall_s)
+
+    def _timeout(self, route: _Route, request_id: str, *, first: bool) -> GatewayTimeout:
+        if first:
+            what = f"the gateway sent no {route.label} response within {route.first_s:g} s"
+        else:
+            what = f"the gateway's {route.label} response stalled for {route.stall_s:g} s"
+        return GatewayTimeout(
+            self._redact(f"{what} (request id {request_id})"),
+            request_id=request_id,
+            route=self._shards[0].client.base_url.path + route.path,
+        )
 
     # -- errors, all built here -------------------------------------------------------------
 
@@ -569,7 +653,7 @@ def _unsent(error: GatewayError) -> bool:
 
 
 async def _drain(chunks: AsyncIterator[bytes]) -> None:
-    with suppress(httpx.HTTPError, TimeoutError):
+    with suppress(httpx.HTTPError, GatewayError, TimeoutError):
         async with asyncio.timeout(DRAIN_S):
             async for _ in chunks:
                 pass

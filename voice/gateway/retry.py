@@ -2,7 +2,9 @@
 :func:`retried` makes the attempts and waits between them.
 
 Only errors marked ``retryable`` are retried (so 402 never is), at most ``max_retries``
-times, after ``backoff_s`` doubled at each retry with jitter (50-100 % of it). A
+times (a request that timed out, at most ``max_timeout_retries``: each try costs the caller
+its whole timeout in silence), after ``backoff_s`` doubled at each retry with jitter
+(50-100 % of it). A
 ``Retry-After`` is the least wait; one over :data:`MAX_RETRY_AFTER_S` is raised instead of
 waited out. Whether a request may be replayed at all is the caller's to know: :func:`retried`
 never replays an attempt that yielded anything, and asks ``replayable(error)`` about the rest.
@@ -23,7 +25,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, 
 from dataclasses import dataclass
 from typing import TypeVar
 
-from voice.errors import GatewayError, PaymentRequired, RateLimited
+from voice.errors import GatewayError, GatewayTimeout, PaymentRequired, RateLimited
 from voice.gateway.base import closing
 
 log = logging.getLogger(__name__)
@@ -41,11 +43,15 @@ class RetryPolicy:
     max_retries: int
     backoff_s: float
     max_retry_after_s: float = MAX_RETRY_AFTER_S
+    max_timeout_retries: int = 1
 
-    def delay(self, error: GatewayError, retry: int) -> float | None:
+    def delay(self, error: GatewayError, retry: int, *, timeouts: int = 0) -> float | None:
         """Seconds to wait before retry number ``retry`` (from 1) after ``error``, or None:
-        raise ``error`` instead."""
+        raise ``error`` instead. ``timeouts``: the attempts so far that timed out, this
+        one included."""
         if not error.retryable or retry > self.max_retries:
+            return None
+        if timeouts > self.max_timeout_retries:
             return None
         delay = self.backoff_s * 2.0 ** (retry - 1) * random.uniform(0.5, 1)
         if isinstance(error, RateLimited) and error.retry_after is not None:
@@ -77,7 +83,7 @@ async def retried(
     again if it yielded nothing, ``replayable(error)`` holds and ``policy`` gives a delay;
     after the first 402, if ``pay`` gives headers to send; else the error is raised.
     ``label`` names the request in the log line of each retry."""
-    retry = 0
+    retry = timeouts = 0
     paid: Mapping[str, str] = {}
     answered = False
     while True:
@@ -97,7 +103,9 @@ async def retried(
             continue
         except GatewayError as error:
             retry += 1
-            delay = None if yielded or not replayable(error) else policy.delay(error, retry)
+            timeouts += isinstance(error, GatewayTimeout)
+            replay = not yielded and replayable(error)
+            delay = policy.delay(error, retry, timeouts=timeouts) if replay else None
             if delay is None:
                 raise
             log.info(
