@@ -112,7 +112,12 @@ def _parser() -> argparse.ArgumentParser:
     gateway.set_defaults(run=_gateway)
 
     call = commands.add_parser("call", help="play a WAV into a session and show the reply")
-    call.add_argument("wav", type=Path, help="recording to play (WAV, PCM16)")
+    call.add_argument(
+        "recording",
+        type=Path,
+        metavar="FILE",
+        help="recording to play: WAV, MP3, Ogg, FLAC, M4A, or anything else FFmpeg decodes",
+    )
     call.add_argument("--url", default="ws://127.0.0.1:8080/v1/session")
     call.add_argument("--save", type=Path, help="write the reply audio to this WAV file")
     call.add_argument("--instructions", help="system prompt for this session")
@@ -297,11 +302,12 @@ def _token(args: argparse.Namespace) -> int:
 
 
 def _call(args: argparse.Namespace) -> int:
-    from voice.audio.wav import load_wav, save_wav
+    from voice.audio.decode import load_audio
+    from voice.audio.wav import save_wav
     from voice.bench.caller import CallRefused, with_token
     from voice.bench.native import call
 
-    recording = load_wav(args.wav)
+    recording = load_audio(args.recording)  # a file it cannot play: one line, status 2
 
     def show(event: dict[str, Any]) -> None:
         kind = event.get("type")
@@ -346,12 +352,19 @@ def _call(args: argparse.Namespace) -> int:
         return 1
     if result.voice_to_voice_ms is not None:
         print(f"voice-to-voice (heard here): {result.voice_to_voice_ms:.0f} ms")
+    why = result.unanswered  # an error that ended it was printed as it came
+    if why is None and result.of_type("response.done")[-1]["status"] == "failed":
+        errors = result.of_type("error")
+        why = "the reply failed" + (f" ({errors[-1]['code']})" if errors else "")
+    reply = result.reply_frame()
     if args.save is not None:
-        reply = result.reply_frame()
-        save_wav(args.save, reply)
-        print(f"reply audio: {args.save} ({reply.duration_ms / 1000:.1f} s)")
-    if not result.of_type("response.done"):
-        print("no reply arrived", file=sys.stderr)
+        if why is None and reply.pcm:
+            save_wav(args.save, reply)
+            print(f"reply audio: {args.save} ({reply.duration_ms / 1000:.1f} s)")
+        else:
+            print(f"voice: no reply audio; {args.save} not written", file=sys.stderr)
+    if why is not None:
+        print(f"voice: no reply: {why}", file=sys.stderr)
         return 1
     return 0
 

@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from voice.audio.frames import PcmFrame
 from voice.audio.wav import load_wav
-from voice.bench.ear import Ear
+from voice.bench.ear import sound_span
 from voice.errors import ConfigError
 
 DEFAULT_SAMPLES = Path(__file__).resolve().parent.parent.parent / "samples"
@@ -68,17 +68,15 @@ def load_recordings(source: Path = DEFAULT_SAMPLES) -> list[Recording]:
     recordings = []
     for entry in json.loads(manifest.read_text())["samples"]:
         audio = load_wav(manifest.parent / entry["file"])
-        ear = Ear(audio.sample_rate)
-        ear.receive(audio.pcm, 0.0)
-        spans = ear.spans()
-        if not spans:
+        span = sound_span(audio)
+        if span is None:
             raise ConfigError(f"{entry['file']}: no speech found (is it silent?)")
         recordings.append(
             Recording(
                 name=entry["file"],
                 audio=audio,
-                speech_start_s=spans[0].start,
-                speech_end_s=spans[-1].end,
+                speech_start_s=span.start,
+                speech_end_s=span.end,
                 role=entry.get("role", "question"),
             )
         )
