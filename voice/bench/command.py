@@ -46,7 +46,16 @@ def add_parser(commands: Any) -> None:
     bench.add_argument(
         "--barge-in-delay", type=float, default=0.8, help="seconds into the reply to interrupt"
     )
-    bench.add_argument("--samples", type=Path, default=DEFAULT_SAMPLES, help="folder/manifest")
+    bench.add_argument(
+        "--samples",
+        type=Path,
+        nargs="+",
+        default=[DEFAULT_SAMPLES],
+        metavar="PATH",
+        help="the recordings: folders (every audio file in one, or what its manifest.json "
+        "lists), manifests, or files (WAV, MP3, Ogg, FLAC, M4A); a manifest's text gives a "
+        "word error rate",
+    )
     bench.add_argument("--json", type=Path, help="write every turn's figures here")
     bench.add_argument("--html", type=Path, help="write a self-contained report here")
     bench.add_argument(
@@ -62,7 +71,7 @@ def add_parser(commands: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    recordings = load_recordings(args.samples)
+    recordings = load_recordings(*args.samples)
     workload = Workload(
         sessions=args.sessions,
         ramp_per_s=args.ramp,
