@@ -1,11 +1,16 @@
 """`voice bench` as a user runs it, a process against a real server on the simulated gateway:
-any folder or list of recordings in the common formats, and a manifest only for what it
-adds (roles, and the text that gives a word error rate)."""
+any folder or list of recordings in the common formats, a manifest only for what it adds
+(roles, and the text that gives a word error rate), and progress that reads well in a log
+as on a terminal."""
 
 import asyncio
 import json
+import os
+import pty
 import shutil
 import sys
+
+import pytest
 
 from tests.samples import SAMPLES, encode, recording
 from tests.stack import app_stack
@@ -96,3 +101,49 @@ async def test_folders_and_files_that_hold_no_recording_are_one_line_and_status_
         assert status == 2, (path, err)
         assert err.startswith("voice: ") and words in err and str(path) in err, err
         assert len(err.strip().splitlines()) == 1 and out == ""
+
+
+def progress_lines(text):
+    return [line for line in text.replace("\r", "\n").splitlines() if "sessions" in line]
+
+
+@pytest.mark.parametrize("terminal", [False, True], ids=["log", "terminal"])
+async def test_progress_repaints_only_on_a_terminal_and_writes_lines_to_a_log(terminal):
+    args = ("--samples", SAMPLES / "q08_move_booking.wav", "--turns", "1")
+    async with app_stack() as (url, _):
+        ws = url.replace("http", "ws", 1) + "/v1/session"
+        if not terminal:
+            status, out, err = await voice_bench(ws, *args)
+        else:
+            controller, terminal_end = pty.openpty()
+            try:
+                status, out, _ = await voice_bench(ws, *args, stderr=terminal_end)
+                os.close(terminal_end)
+                err = read_all(controller)
+            finally:
+                os.close(controller)
+    assert status == 0, err
+    # The recording alone is 8.8 s: ten seconds and more of progress.
+    seconds = float(out.split("wall ")[1].split(" s")[0])
+    assert seconds > 9
+    if terminal:
+        assert err.count("\r[") >= seconds - 2  # repainted every second
+        assert err.endswith("\r\n")  # and the line ended before the table
+    else:
+        assert "\r" not in err
+        lines = progress_lines(err)
+        assert 2 <= len(lines) <= seconds / 5 + 1, err  # one every five seconds
+        assert all(line.startswith("[") for line in lines)
+
+
+def read_all(fd):
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(fd, 65536)
+        except OSError:  # the other end closed: Linux says EIO
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    return b"".join(chunks).decode()
