@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import logging
 import os
+import socket
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -30,6 +31,9 @@ QUIET_LOGGERS = (
 
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+LISTEN_BACKLOG = 4096
+"""Connections the kernel queues before the server accepts them (as voice/app/workers.py)."""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -185,6 +189,11 @@ def _serve(args: argparse.Namespace) -> int:
             server.host,
             server.port,
         )
+    # The port first, before anything slow (the models load as the app starts): a port in
+    # use is a clear error at once, and "serving" is said only of a port that is ours.
+    sock = listen(server.host, server.port)
+    if server.workers > 1:
+        sock.close()  # serve_workers binds it again itself: this was the check
     if settings.gateway.url is None:
         log.info(
             "no gateway URL (VOICE_GATEWAY_URL / --gateway-url): using the embedded local "
@@ -210,8 +219,18 @@ def _serve(args: argparse.Namespace) -> int:
             log_config=_workers_log_config(args.verbose),
             server=server,
         )
-    run_app(create_app(settings), host=server.host, port=server.port)
+    run_app(create_app(settings), host=server.host, port=server.port, sock=sock)
     return 0
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """A socket bound to ``host:port``; a port in use, or an address not this machine's,
+    is a :class:`ConfigError` saying so."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        return socket.create_server((host, port), family=family, backlog=LISTEN_BACKLOG)
+    except OSError as exc:
+        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
 
 
 def serve_app() -> Any:
@@ -222,13 +241,20 @@ def serve_app() -> Any:
     return create_app(shared=SharedMetrics.from_env(os.environ))
 
 
-def run_app(app: Any, *, host: str, port: int, log_level: str = "info") -> None:
+def run_app(
+    app: Any,
+    *,
+    host: str,
+    port: int,
+    log_level: str = "info",
+    sock: socket.socket | None = None,
+) -> None:
     """Serve the voice app on uvicorn until SIGINT/SIGTERM, tuned for many live sessions
-    (as each worker of ``voice serve --workers`` is: voice/app/workers.py).
+    (as each worker of ``voice serve --workers`` is: voice/app/workers.py), on ``sock``
+    if given (bound to ``host:port`` already, see :func:`listen`).
 
     ``benchmarks/`` calls this too, so capacity figures are those of ``voice serve``.
     """
-
     from voice.app.serving import DrainingServer, server_config, tune_gc
 
     tune_gc()
@@ -236,7 +262,7 @@ def run_app(app: Any, *, host: str, port: int, log_level: str = "info") -> None:
     server_settings = state.settings.server if state is not None else None
     config = server_config(app, host=host, port=port, log_level=log_level, server=server_settings)
     server = DrainingServer(config, drain=state.drain if state is not None else None)
-    server.run()
+    server.run(sockets=None if sock is None else [sock])
     if not server.started:
         sys.exit(3)  # uvicorn's status for a server that could not start (port in use...)
 
@@ -258,9 +284,10 @@ def _gateway(args: argparse.Namespace) -> int:
         "tts_rtf": args.tts_rtf,
     }
     simulation = SimulationSettings(**{k: v for k, v in knobs.items() if v is not None})
+    sock = listen(args.host, args.port)
     app = create_gateway_app(SimulatedGateway(simulation), api_key=args.api_key)
     log.info("simulated gateway on http://%s:%d/v1 (%s)", args.host, args.port, simulation)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[sock])
     return 0
 
 
@@ -274,10 +301,11 @@ def _serve_local_gateway(args: argparse.Namespace) -> int:
     # VOICE_LLM_MAX_TOKENS, VOICE_ASR_LANGUAGE, ... apply; a VOICE_GATEWAY_URL does not.
     settings = Settings.from_env(os.environ)
     gateway = LocalGateway.from_settings(settings.gateway)  # names the extra if it is missing
+    sock = listen(args.host, args.port)  # before the models load: a port in use fails at once
     shared_engines()  # load now: a broken install fails here, and no request waits for it
     app = create_gateway_app(gateway, api_key=args.api_key)
     log.info("local gateway on http://%s:%d/v1 (%s)", args.host, args.port, ", ".join(MODEL_IDS))
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[sock])
     return 0
 
 
