@@ -33,7 +33,6 @@ def add_parser(commands: Any) -> None:
     bench.add_argument("-n", "--sessions", type=int, default=1, help="concurrent callers")
     bench.add_argument(
         "--token",
-        default=os.environ.get("VOICE_TOKEN"),
         help="caller token, for a server with VOICE_AUTH_SECRET (`voice token`); default "
         "$VOICE_TOKEN",
     )
@@ -50,14 +49,16 @@ def add_parser(commands: Any) -> None:
         "--samples",
         type=Path,
         nargs="+",
-        default=[DEFAULT_SAMPLES],
+        default=[],
         metavar="PATH",
         help="the recordings: folders (every audio file in one, or what its manifest.json "
         "lists), manifests, or files (WAV, MP3, Ogg, FLAC, M4A); a manifest's text gives a "
-        "word error rate",
+        f"word error rate (default: {DEFAULT_SAMPLES.name}/, the recordings shipped with voice)",
     )
-    bench.add_argument("--json", type=Path, help="write every turn's figures here")
-    bench.add_argument("--html", type=Path, help="write a self-contained report here")
+    bench.add_argument("--json", type=Path, metavar="FILE", help="write every turn's figures here")
+    bench.add_argument(
+        "--html", type=Path, metavar="FILE", help="write a self-contained report here"
+    )
     bench.add_argument(
         "--find-capacity",
         action="store_true",
@@ -68,6 +69,11 @@ def add_parser(commands: Any) -> None:
     bench.add_argument("--step", type=int, default=10, help="capacity search step (sessions)")
     bench.add_argument("--limit", type=int, default=500, help="capacity search ceiling")
     bench.set_defaults(run=run)
+
+
+def _token(args: argparse.Namespace) -> str | None:
+    # Read here, not as the option's default: --help shows defaults, and this is a secret.
+    return args.token or os.environ.get("VOICE_TOKEN")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -84,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
         return asyncio.run(_capacity(args, workload, recordings))
     progress = Progress(sys.stderr)
     result = asyncio.run(
-        run_bench(with_token(args.url, args.token), workload, recordings, progress=progress)
+        run_bench(with_token(args.url, _token(args)), workload, recordings, progress=progress)
     )
     progress.end()
     _finish(args, result)
@@ -141,7 +147,7 @@ async def _capacity(args: argparse.Namespace, base: Workload, recordings: list[A
         workload = base.model_copy(update={"sessions": level})
         print(f"== {level} sessions", file=sys.stderr)
         result = await run_bench(
-            with_token(args.url, args.token), workload, recordings, progress=progress
+            with_token(args.url, _token(args)), workload, recordings, progress=progress
         )
         progress.end()
         summary = result.summary()
