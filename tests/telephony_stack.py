@@ -29,13 +29,13 @@ class RecordingGateway(SimulatedGateway):
         self.chats = []
         self.transcribed = []
 
-    async def transcribe(self, wav):
+    async def transcribe(self, wav, *, call=None):
         self.transcribed.append(read_wav(wav))
-        return await super().transcribe(wav)
+        return await super().transcribe(wav, call=call)
 
-    def chat(self, messages):
+    def chat(self, messages, *, call=None):
         self.chats.append([{"role": m.role, "content": m.content} for m in messages])
-        return super().chat(messages)
+        return super().chat(messages, call=call)
 
 
 def recording_events(metrics: Metrics) -> Metrics:

@@ -41,6 +41,10 @@ def test_environment_fills_every_section_and_flags_override_it():
         ("https://gw.example", "https://gw.example/v1"),
         ("http://127.0.0.1:8081/", "http://127.0.0.1:8081/v1"),
         ("https://gw.example/openai/v1", "https://gw.example/openai/v1"),
+        # RunInfra's pipeline-scoped base URL: the routes follow the pipeline id.
+        ("https://api.runinfra.ai/v1/pipe_123", "https://api.runinfra.ai/v1/pipe_123"),
+        ("https://api.runinfra.ai/v1/pipe_123/", "https://api.runinfra.ai/v1/pipe_123"),
+        ("https://gw.example/v10", "https://gw.example/v10/v1"),
     ],
 )
 def test_gateway_url_is_normalised_with_a_log_line(given, expected, caplog):
@@ -124,3 +128,40 @@ def test_header_spec_must_be_name_colon_value():
     assert parse_headers("A: 1\nB: two") == {"A": "1", "B": "two"}
     with pytest.raises(ConfigError, match="Name: value"):
         parse_headers("no-colon-here")
+
+
+def test_the_seeds_gateway_settings_are_read_from_the_environment():
+    env = {
+        "VOICE_GATEWAY_RECEIPT_HEADERS": "X-Receipt, X-RunInfra-Idempotent-Replay",
+        "VOICE_TTS_REF_AUDIO": "https://voices.example/me.wav?sig=s3cret",
+        "VOICE_TTS_REF_TEXT": "This is how I sound.",
+        "VOICE_TTS_TASK_TYPE": "Base",
+        "VOICE_TTS_REF_FROM_CALLERS": "true",
+        "VOICE_X402_PAYER": "wallets.lucid:pay",
+        "VOICE_X402_MAX_PRICE": "10000",
+        "VOICE_X402_TIMEOUT_S": "4",
+    }
+    gateway = Settings.from_env(env).gateway
+    assert gateway.receipt_headers == ("x-receipt", "x-runinfra-idempotent-replay")
+    assert gateway.tts_ref_from_callers and gateway.tts_ref_text == "This is how I sound."
+    assert (gateway.x402_payer, gateway.x402_max_price, gateway.x402_timeout_s) == (
+        "wallets.lucid:pay",
+        10000,
+        4.0,
+    )
+    assert "s3cret" not in repr(gateway)  # a pre-signed reference URL is a credential
+
+
+@pytest.mark.parametrize(
+    ("env", "why"),
+    [
+        ({"VOICE_X402_PAYER": "wallets.lucid:pay"}, "VOICE_X402_MAX_PRICE is not"),
+        ({"VOICE_X402_PAYER": "wallets/lucid.py", "VOICE_X402_MAX_PRICE": "1"}, "module:function"),
+        ({"VOICE_X402_MAX_PRICE": "-1"}, "x402_max_price"),
+        ({"VOICE_GATEWAY_RECEIPT_HEADERS": "X Receipt"}, "HTTP header names"),
+        ({"VOICE_TTS_TASK_TYPE": "Base; rm"}, "tts_task_type"),
+    ],
+)
+def test_the_seeds_gateway_settings_refuse_what_cannot_work(env, why):
+    with pytest.raises(ConfigError, match=why):
+        Settings.from_env(env)

@@ -8,6 +8,7 @@ import asyncio
 import re
 import time
 
+import httpx
 import pytest
 
 from tests.samples import SAMPLES, recording, text
@@ -23,6 +24,7 @@ from voice.errors import ConfigError, GatewayBadRequest
 from voice.gateway import weights
 from voice.gateway.engines import MODEL_IDS, LocalEngines, shared_engines
 from voice.gateway.local import LocalGateway
+from voice.gateway.server import create_gateway_app
 
 pytestmark = pytest.mark.local
 
@@ -129,6 +131,25 @@ async def test_recognition_does_not_stall_the_event_loop(gateway):
     await task
     assert len(lags) > 20
     assert max(lags) < 100 * MS  # measured under 10 ms
+
+
+async def test_a_reference_voice_is_a_clear_400_over_http(gateway):
+    body = {
+        "model": "hibari",
+        "input": "Hello there.",
+        "ref_audio": "https://voices.example/me.wav",
+        "ref_text": "This is how I sound.",
+    }
+    async with serve_app(create_gateway_app(gateway)) as url:
+        async with httpx.AsyncClient(base_url=url) as client:
+            r = await client.post("/v1/audio/speech", json=body)
+            named = await client.post("/v1/audio/speech", json={**body, "ref_audio": None,
+                                                                   "ref_text": None})  # fmt: skip
+    assert r.status_code == 400
+    error = r.json()["error"]
+    assert "not supported by the embedded engines" in error["message"]
+    assert error["code"] == "gateway_bad_request"
+    assert named.status_code == 200 and named.content  # the same request in its own voice
 
 
 async def test_models_and_warm(gateway):

@@ -1,4 +1,5 @@
-"""RetryPolicy decides without I/O; retried() replays only attempts that yielded nothing."""
+"""RetryPolicy decides without I/O; retried() replays only attempts that yielded nothing, and
+answers a 402 once, when it is given a way to pay."""
 
 import pytest
 
@@ -35,7 +36,7 @@ def test_retry_after_is_the_least_wait_unless_too_long():
 async def test_an_attempt_that_yielded_is_not_replayed():
     calls = []
 
-    async def attempt():
+    async def attempt(headers):
         calls.append(1)
         if len(calls) == 1:
             raise GatewayUnavailable("before any item")  # replayed
@@ -52,7 +53,7 @@ async def test_an_attempt_that_yielded_is_not_replayed():
 async def test_replayable_can_refuse_a_replay():
     calls = []
 
-    async def attempt():
+    async def attempt(headers):
         calls.append(1)
         raise GatewayUnavailable("down")
         yield  # an async generator
@@ -62,3 +63,75 @@ async def test_replayable_can_refuse_a_replay():
         async for _ in retried(policy, attempt, label="x", replayable=lambda error: False):
             pass
     assert len(calls) == 1
+
+
+async def test_a_402_is_paid_once_and_the_resend_carries_the_headers():
+    sent = []
+
+    async def attempt(headers):
+        sent.append(dict(headers))
+        if not headers:
+            raise PaymentRequired("pay")
+        yield "paid answer"
+
+    asked = []
+
+    async def pay(error):
+        asked.append(error)
+        return {"X-Payment-Proof": "proof"}
+
+    policy = RetryPolicy(max_retries=0, backoff_s=0)
+    got = [item async for item in retried(policy, attempt, label="x", pay=pay)]
+    assert got == ["paid answer"]
+    assert sent == [{}, {"X-Payment-Proof": "proof"}] and len(asked) == 1
+
+
+async def test_a_second_402_is_raised_and_never_paid_again():
+    sent = []
+
+    async def attempt(headers):
+        sent.append(dict(headers))
+        raise PaymentRequired("still unpaid")
+        yield
+
+    async def pay(error):
+        return {}  # even an answer without headers is given one resend only
+
+    policy = RetryPolicy(max_retries=5, backoff_s=0)
+    with pytest.raises(PaymentRequired, match="still unpaid"):
+        [item async for item in retried(policy, attempt, label="x", pay=pay)]
+    assert len(sent) == 2
+
+
+async def test_a_paid_request_is_retried_with_the_same_proof_and_paid_once():
+    sent = []
+    paid = []
+
+    async def attempt(headers):
+        sent.append(dict(headers))
+        if len(sent) == 1:
+            raise PaymentRequired("pay")
+        if len(sent) == 2:
+            raise GatewayUnavailable("503 after the payment")
+        yield "ok"
+
+    async def pay(error):
+        paid.append(1)
+        return {"X-Payment-Proof": "p"}
+
+    policy = RetryPolicy(max_retries=1, backoff_s=0)
+    assert [i async for i in retried(policy, attempt, label="x", pay=pay)] == ["ok"]
+    assert len(paid) == 1 and sent[1] == sent[2] == {"X-Payment-Proof": "p"}
+
+
+async def test_a_refusal_to_pay_is_raised_as_it_is():
+    async def attempt(headers):
+        raise PaymentRequired("pay")
+        yield
+
+    async def pay(error):
+        raise PaymentRequired("pay; not paid: the payer refused")
+
+    policy = RetryPolicy(max_retries=5, backoff_s=0)
+    with pytest.raises(PaymentRequired, match="refused"):
+        [item async for item in retried(policy, attempt, label="x", pay=pay)]

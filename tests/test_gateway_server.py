@@ -359,14 +359,18 @@ async def test_simulate_validates_the_settings(client, gateway):
 class SixteenKilohertz:
     """A gateway whose speech comes at 16 kHz; it does nothing else."""
 
-    async def transcribe(self, wav: bytes) -> str:
+    async def transcribe(self, wav: bytes, *, call: object = None) -> str:
         raise NotImplementedError
 
-    async def chat(self, messages: Sequence[ChatMessage]) -> AsyncIterator[str]:
+    async def chat(
+        self, messages: Sequence[ChatMessage], *, call: object = None
+    ) -> AsyncIterator[str]:
         raise NotImplementedError
         yield ""
 
-    async def speak(self, text: str, *, voice: str | None = None) -> AsyncIterator[PcmFrame]:
+    async def speak(
+        self, text: str, *, voice: object = None, call: object = None
+    ) -> AsyncIterator[PcmFrame]:
         for _ in range(3):
             yield PcmFrame(b"\x01\x00" * 320, 16_000)
 

@@ -48,21 +48,21 @@ class Recording:
         self.open_speech = 0
         self.max_open_speech = 0
 
-    async def transcribe(self, wav):
-        return await self.inner.transcribe(wav)
+    async def transcribe(self, wav, *, call=None):
+        return await self.inner.transcribe(wav, call=call)
 
-    async def chat(self, messages):
+    async def chat(self, messages, *, call=None):
         self.log.append((time.monotonic(), "chat.start", ""))
-        async for delta in self.inner.chat(messages):
+        async for delta in self.inner.chat(messages, call=call):
             yield delta
         self.log.append((time.monotonic(), "chat.end", ""))
 
-    async def speak(self, text, *, voice=None):
+    async def speak(self, text, *, voice=None, call=None):
         self.log.append((time.monotonic(), "speak.start", text))
         self.open_speech += 1
         self.max_open_speech = max(self.max_open_speech, self.open_speech)
         try:
-            async for frame in self.inner.speak(text, voice=voice):
+            async for frame in self.inner.speak(text, voice=voice, call=call):
                 yield frame
         finally:
             self.open_speech -= 1
@@ -160,7 +160,7 @@ class ConstantSpeech(SimulatedGateway):
         self.delays_ms = delays_ms
         self.index = {}
 
-    async def speak(self, text, *, voice=None):
+    async def speak(self, text, *, voice=None, call=None):
         i = self.index.setdefault(text, len(self.index))
         await asyncio.sleep(self.delays_ms[i] * MS)
         for _ in range(5):
@@ -210,14 +210,14 @@ async def test_the_first_sentence_goes_from_chat_to_speech_to_sink_in_one_task()
     tasks = {}
 
     class Tracing(Recording):
-        async def chat(self, messages):
+        async def chat(self, messages, *, call=None):
             tasks["chat"] = asyncio.current_task()
-            async for delta in super().chat(messages):
+            async for delta in super().chat(messages, call=call):
                 yield delta
 
-        async def speak(self, text, *, voice=None):
+        async def speak(self, text, *, voice=None, call=None):
             tasks.setdefault("speak", asyncio.current_task())
-            async for frame in super().speak(text, voice=voice):
+            async for frame in super().speak(text, voice=voice, call=call):
                 yield frame
 
     class FirstWriter(CountingSink):
@@ -386,7 +386,7 @@ class FailsAfterFirstSentence(SimulatedGateway):
         self.fail = asyncio.Event()
         self.calls = 0
 
-    async def speak(self, text, *, voice=None):
+    async def speak(self, text, *, voice=None, call=None):
         self.calls += 1
         if self.calls == 1:
             for _ in range(40):

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from voice.app import create_app
     from voice.config import Settings
+    from voice.core.record import GatewayCall
     from voice.errors import (
         AudioFormatError,
         CallRefused,
@@ -34,15 +35,19 @@ if TYPE_CHECKING:
         ServerBusy,
         VoiceError,
     )
-    from voice.gateway.base import Gateway
+    from voice.gateway.base import Gateway, ReferenceVoice
     from voice.gateway.http import HttpGateway
     from voice.gateway.local import LocalGateway
     from voice.gateway.simulated import SimulatedGateway, SimulationSettings
+    from voice.gateway.x402 import PaymentChallenge
 
 _WHERE = {
     "create_app": "voice.app",
     "Settings": "voice.config",
     "Gateway": "voice.gateway.base",
+    "ReferenceVoice": "voice.gateway.base",
+    "GatewayCall": "voice.core.record",
+    "PaymentChallenge": "voice.gateway.x402",
     "HttpGateway": "voice.gateway.http",
     "LocalGateway": "voice.gateway.local",
     "SimulatedGateway": "voice.gateway.simulated",
@@ -61,10 +66,13 @@ __all__ = [
     "CallRefused",
     "ConfigError",
     "Gateway",
+    "GatewayCall",
     "GatewayError",
     "HttpGateway",
     "LocalGateway",
+    "PaymentChallenge",
     "ProtocolError",
+    "ReferenceVoice",
     "ServerBusy",
     "Settings",
     "SimulatedGateway",

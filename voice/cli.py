@@ -189,6 +189,18 @@ def _parser() -> argparse.ArgumentParser:
             type=float,
             help=f"with --simulate: {help_text} (default: {default(SimulationSettings, name):g})",
         )
+    gateway.add_argument(
+        "--x402-price",
+        type=int,
+        help="with --simulate: chat asks this price (smallest units) by an x402 challenge "
+        "until paid (docs/gateways.md)",
+    )
+    gateway.add_argument(
+        "--x402-secret", help="with --simulate: the secret a payer proves payment with (HMAC)"
+    )
+    gateway.add_argument(
+        "--receipts", action="store_true", help="with --simulate: a receipt on every answer"
+    )
     gateway.set_defaults(run=_gateway)
 
     add_call(commands)
@@ -334,7 +346,7 @@ def _gateway(args: argparse.Namespace) -> int:
 
     if not args.simulate:
         return _serve_local_gateway(args)
-    from voice.gateway.simulated import SimulatedGateway, SimulationSettings
+    from voice.gateway.simulated import PaywallSettings, SimulatedGateway, SimulationSettings
 
     knobs: dict[str, Any] = {
         "asr_ms": args.asr_ms,
@@ -342,7 +354,11 @@ def _gateway(args: argparse.Namespace) -> int:
         "ms_per_token": args.ms_per_token,
         "tts_ttfb_ms": args.tts_ttfb_ms,
         "tts_rtf": args.tts_rtf,
+        "receipts": args.receipts or None,
     }
+    if args.x402_price is not None or args.x402_secret is not None:
+        paywall = {"price": args.x402_price, "secret": args.x402_secret}
+        knobs["x402"] = PaywallSettings(**{k: v for k, v in paywall.items() if v is not None})
     simulation = SimulationSettings(**{k: v for k, v in knobs.items() if v is not None})
     sock = listen(args.host, args.port)
     app = create_gateway_app(SimulatedGateway(simulation), api_key=args.api_key)

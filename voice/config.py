@@ -29,6 +29,11 @@ log = logging.getLogger(__name__)
 PCM_RATES = (8_000, 16_000, 24_000, 48_000)
 """Sample rates a caller may choose for PCM16 in and out."""
 
+HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+"""An HTTP field name (RFC 9110 section 5.1: a token)."""
+PAYER_SPEC = re.compile(r"[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*:[A-Za-z_][\w]*")
+"""``package.module:function``."""
+
 
 class _Frozen(BaseModel):
     # hide_input_in_errors: a rejected value may be a credential (a URL with a password).
@@ -65,15 +70,90 @@ class GatewaySettings(_Frozen):
     )
     """Size of the HTTP connection pool. Unless set, :class:`Settings` sizes it with
     :func:`pool_size` for its own server and pipeline sections."""
+    # -- reference-audio voices (RunInfra: a cloned voice instead of a named one) ----------
+    tts_ref_audio: str | None = None
+    """A WAV file the gateway client reads once at start and sends as a ``data:`` URL, or an
+    ``http(s)://`` URL the gateway fetches; with ``tts_ref_text``, replaces ``tts_voice``.
+    Masked in the repr: a pre-signed URL is a credential."""
+    tts_ref_text: str | None = Field(default=None, max_length=2000)
+    """What is said in ``tts_ref_audio``."""
+    tts_task_type: str = Field(default="Base", pattern=r"^[A-Za-z][A-Za-z0-9_-]{0,39}$")
+    """Sent with a reference voice (Qwen3-TTS's voice-cloning task is ``Base``)."""
+    tts_ref_from_callers: bool = False
+    """Whether a caller's ``session.update`` may set its own reference-audio voice."""
+    # -- what the gateway returns for the record, and paying it (x402) ----------------------
+    receipt_headers: tuple[str, ...] = ("x-payment-response", "payment-response")
+    """Response headers kept as receipts in each turn's record (x402's settlement header by
+    default); ``VOICE_GATEWAY_RECEIPT_HEADERS=none`` keeps none."""
+    x402_payer: str | None = None
+    """``package.module:function`` answering a 402 payment challenge (docs/gateways.md)."""
+    x402_max_price: int | None = Field(default=None, ge=0)
+    """The most one request may be paid, in the units the gateway's challenge prices in (the
+    asset's smallest unit: for USDC, millionths of a dollar). Needed with ``x402_payer``."""
+    x402_timeout_s: float = Field(default=10.0, gt=0, le=120)
+    """Longest wait for the payer's answer; past it, the request fails as unpaid."""
 
     @field_validator("url")
     @classmethod
     def _normalise_url(cls, url: str | None) -> str | None:
         return None if url is None or not url.strip() else normalise_gateway_url(url)
 
+    @field_validator("x402_payer")
+    @classmethod
+    def _check_payer(cls, spec: str | None) -> str | None:
+        if spec is None or not spec.strip():
+            return None
+        spec = spec.strip()
+        if not PAYER_SPEC.fullmatch(spec):
+            raise ValueError(
+                f"VOICE_X402_PAYER must name a function as package.module:function, got {spec!r}"
+            )
+        return spec
+
+    @field_validator("receipt_headers", mode="before")
+    @classmethod
+    def _split_headers(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            if value.strip().lower() == "none":
+                return ()
+            return tuple(name.strip() for name in value.split(",") if name.strip())
+        return value
+
+    @field_validator("receipt_headers")
+    @classmethod
+    def _check_header_names(cls, names: tuple[str, ...]) -> tuple[str, ...]:
+        for name in names:
+            if not HEADER_NAME.fullmatch(name):
+                raise ValueError(f"receipt header names are HTTP header names, got {name!r}")
+        return tuple(name.lower() for name in names)
+
+    @model_validator(mode="after")
+    def _check_pairs(self) -> GatewaySettings:
+        if (self.tts_ref_audio is None) != (self.tts_ref_text is None):
+            given, missing = (
+                ("VOICE_TTS_REF_AUDIO", "VOICE_TTS_REF_TEXT")
+                if self.tts_ref_text is None
+                else ("VOICE_TTS_REF_TEXT", "VOICE_TTS_REF_AUDIO")
+            )
+            raise ValueError(
+                f"{given} is set but {missing} is not: a reference-audio voice needs both, "
+                "the recording and the words said in it"
+            )
+        if self.x402_payer is not None and self.x402_max_price is None:
+            raise ValueError(
+                "VOICE_X402_PAYER is set but VOICE_X402_MAX_PRICE is not: set the most one "
+                "request may be paid, in the gateway's price units"
+            )
+        return self
+
     def __repr_args__(self) -> Iterable[tuple[str | None, Any]]:
         for name, value in super().__repr_args__():
-            yield name, ({k: "***" for k in value} if name == "extra_headers" else value)
+            if name == "extra_headers":
+                yield name, {k: "***" for k in value}
+            elif name == "tts_ref_audio" and value is not None:
+                yield name, "***"
+            else:
+                yield name, value
 
 
 class TurnSettings(_Frozen):
@@ -398,6 +478,14 @@ ENV_VARS: dict[str, tuple[str, str]] = {
     "VOICE_LLM_MAX_TOKENS": ("gateway", "llm_max_tokens"),
     "VOICE_GATEWAY_MAX_RETRIES": ("gateway", "max_retries"),
     "VOICE_GATEWAY_MAX_CONNECTIONS": ("gateway", "max_connections"),
+    "VOICE_GATEWAY_RECEIPT_HEADERS": ("gateway", "receipt_headers"),
+    "VOICE_TTS_REF_AUDIO": ("gateway", "tts_ref_audio"),
+    "VOICE_TTS_REF_TEXT": ("gateway", "tts_ref_text"),
+    "VOICE_TTS_TASK_TYPE": ("gateway", "tts_task_type"),
+    "VOICE_TTS_REF_FROM_CALLERS": ("gateway", "tts_ref_from_callers"),
+    "VOICE_X402_PAYER": ("gateway", "x402_payer"),
+    "VOICE_X402_MAX_PRICE": ("gateway", "x402_max_price"),
+    "VOICE_X402_TIMEOUT_S": ("gateway", "x402_timeout_s"),
     "VOICE_VAD_AGGRESSIVENESS": ("turn", "vad_aggressiveness"),
     "VOICE_TURN_HANGOVER_MS": ("turn", "hangover_ms"),
     "VOICE_INSTRUCTIONS": ("pipeline", "instructions"),
@@ -437,7 +525,8 @@ ENV_VARS: dict[str, tuple[str, str]] = {
 
 
 def normalise_gateway_url(url: str) -> str:
-    """``https://gw.example/`` → ``https://gw.example/v1``; logs what it changed.
+    """``https://gw.example/`` → ``https://gw.example/v1``; logs what it changed. A path that
+    already has a ``/v1`` segment (``/v1/<pipeline id>``) is kept.
 
     Refuses credentials in the URL (``user:pass@``): a URL is logged, and shown in reprs.
     """
@@ -453,7 +542,9 @@ def normalise_gateway_url(url: str) -> str:
         raise ValueError(f"gateway URL must be http(s)://host[:port]/v1, got {original!r}")
     if parts.query or parts.fragment:
         raise ValueError("gateway URL must not carry a query string or fragment")
-    if not parts.path.endswith("/v1"):
+    # A path with a /v1 segment is kept as it is: RunInfra's pipeline-scoped base URL is
+    # https://api.runinfra.ai/v1/<pipeline id>, and the routes follow the pipeline id.
+    if "v1" not in parts.path.split("/"):
         url += "/v1"
     if url != original:
         log.info("gateway URL %s normalised to %s", original, url)

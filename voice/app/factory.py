@@ -26,6 +26,7 @@ from voice.app.state import AppState
 from voice.app.telephony_routes import telephony_routes
 from voice.app.webrtc_routes import webrtc_routes
 from voice.config import Settings
+from voice.errors import ConfigError
 from voice.gateway.base import Gateway
 
 
@@ -33,11 +34,17 @@ def build_gateway(settings: Settings) -> Gateway:
     """The gateway the settings name. Only here and in the CLI is the choice made.
 
     With no URL, the embedded local engines (the ``local`` extra): the offline default.
-    Without that extra this raises a :class:`~voice.errors.ConfigError` naming it.
+    Without that extra this raises a :class:`~voice.errors.ConfigError` naming it; so it
+    does for a reference-audio voice, which the embedded engines cannot speak.
     """
     if settings.gateway.url is None:
         from voice.gateway.local import LocalGateway
 
+        if settings.gateway.tts_ref_audio is not None or settings.gateway.tts_ref_from_callers:
+            raise ConfigError(
+                "reference-audio voices (VOICE_TTS_REF_AUDIO, VOICE_TTS_REF_FROM_CALLERS) need "
+                "a gateway that clones voices (VOICE_GATEWAY_URL); the embedded engines do not"
+            )
         return LocalGateway.from_settings(settings.gateway)
     from voice.gateway.http import HttpGateway
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import sys
 from pathlib import Path
@@ -40,6 +41,12 @@ def add_parser(commands: Any) -> None:
     call.add_argument("--instructions", help="system prompt for this session")
     call.add_argument("--timeout", type=float, default=60.0, metavar="SECONDS", help="longest wait")
     call.add_argument(
+        "--record",
+        action="store_true",
+        help="print each reply's gateway record (request ids, idempotency keys, attempts, "
+        "receipts, price paid)",
+    )
+    call.add_argument(
         "--token",
         help="caller token, for a server with VOICE_AUTH_SECRET (`voice token`); default "
         "$VOICE_TOKEN",
@@ -68,6 +75,8 @@ def run(args: argparse.Namespace) -> int:
                 "timings:   "
                 + "  ".join(f"{k}={v:.0f}" for k, v in timings.items() if v is not None)
             )
+            if args.record:
+                print("record:    " + json.dumps(event.get("record"), indent=2))
         elif kind == "error":
             print(f"\nerror [{event['code']}]: {event['message']}", file=sys.stderr)
 

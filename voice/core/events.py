@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from voice.core.record import TurnRecord
+
 
 @dataclass(frozen=True, slots=True)
 class SpeechStarted:
@@ -115,12 +117,14 @@ ResponseStatus = Literal["completed", "interrupted", "failed"]
 
 @dataclass(frozen=True, slots=True)
 class ResponseDone:
-    """The reply ended; ``text`` is what the dialog kept (what the caller heard)."""
+    """The reply ended; ``text`` is what the dialog kept (what the caller heard), ``record``
+    the gateway requests it made."""
 
     response_id: str
     text: str
     status: ResponseStatus
     timings: TurnTimings
+    record: TurnRecord = field(default_factory=TurnRecord)
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,12 +12,18 @@ transcription, model listing, and speech before its first audio byte (ASR and TT
 ``Idempotency-Key`` across attempts), and chat only when the connection failed before the
 request was sent. How often and after how long is :class:`~voice.gateway.retry.RetryPolicy`'s:
 only ``retryable`` errors, at most ``max_retries`` times, with exponential backoff and jitter;
-a long ``Retry-After`` is raised instead of waited out; 402 is never retried.
+a long ``Retry-After`` is raised instead of waited out; 402 is never retried blindly: with a
+payer set (``VOICE_X402_PAYER``, :mod:`voice.gateway.x402`), the request is sent once more
+with the payer's headers, and a second 402 is raised.
+
+Each call may carry a :class:`~voice.core.record.GatewayCall`, filled in here: the
+idempotency key, every attempt, the gateway's request id, the receipts (the configured
+response headers, a ``receipt`` in a JSON body), the price paid, a completion's id.
 
 The API key and the extra headers sit only in the client's default headers: we log no
-headers, and any gateway text quoted in an error message or a log line, or kept as a 402
-challenge, has the key and every header value (of :data:`MIN_MASKED` characters or more)
-masked.
+headers, and any gateway text quoted in an error message or a log line, kept as a 402
+challenge or as a receipt, has the key and every header value (of :data:`MIN_MASKED`
+characters or more) masked, and a payment proof too.
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ import importlib.metadata
 import logging
 import time
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager, suppress
 from dataclasses import dataclass
 from functools import partial
@@ -38,6 +44,7 @@ import httpx
 from voice.audio.frames import PcmFrame
 from voice.config import GatewaySettings
 from voice.core.dialog import ChatMessage
+from voice.core.record import GatewayCall, Receipt
 from voice.errors import (
     AudioFormatError,
     ConfigError,
@@ -51,8 +58,11 @@ from voice.errors import (
     error_class_for_status,
 )
 from voice.gateway import http_wire as wire
-from voice.gateway.base import closing
-from voice.gateway.retry import RetryPolicy, retried
+from voice.gateway.base import ReferenceVoice, Voice, closing
+from voice.gateway.redact import Redactor
+from voice.gateway.ref_audio import configured_voice
+from voice.gateway.retry import Pay, RetryPolicy, retried
+from voice.gateway.x402 import Payer
 
 log = logging.getLogger(__name__)
 
@@ -126,14 +136,17 @@ class HttpGateway:
         if settings.url is None:
             raise ConfigError("HttpGateway needs a gateway URL (VOICE_GATEWAY_URL)")
         self._settings = settings
+        self._voice = configured_voice(settings)  # reads a reference recording once
+        self._payer = Payer.from_settings(settings)  # imports the payment hook now
         key = settings.api_key.get_secret_value() if settings.api_key else ""
         headers = {"User-Agent": f"voice/{_VERSION}"}
         if key:
             headers["Authorization"] = f"Bearer {key}"
         headers.update(settings.extra_headers)
         masked = {v for v in settings.extra_headers.values() if len(v) >= MIN_MASKED}
-        # Longest first, so a secret that contains another is masked whole.
-        self._secrets = sorted(masked | ({key} if key else set()), key=len, reverse=True)
+        if isinstance(self._voice, ReferenceVoice) and "?" in self._voice.audio:
+            masked.add(self._voice.audio)  # a pre-signed URL: its query is a credential
+        self._redact = Redactor(masked | {key})
         self._shards = [
             _Shard(
                 httpx.AsyncClient(
@@ -174,22 +187,26 @@ class HttpGateway:
     async def aclose(self) -> None:
         for shard in self._shards:
             await shard.client.aclose()
+        if self._payer is not None:
+            self._payer.close()
 
     # -- the Gateway protocol -------------------------------------------------------------
 
-    async def transcribe(self, wav: bytes) -> str:
+    async def transcribe(self, wav: bytes, *, call: GatewayCall | None = None) -> str:
         form = {"model": self._settings.asr_model, "response_format": "json"}
         if self._settings.asr_language:
             form["language"] = self._settings.asr_language
         return await self._call(
             self._asr,
             lambda r: wire.transcript(r.content, _content_type(r)),
-            idempotency_key=str(uuid.uuid4()),
+            call=_keyed(call, str(uuid.uuid4())),
             data=form,
             files={"file": ("audio.wav", wav, "audio/wav")},
         )
 
-    def chat(self, messages: Sequence[ChatMessage]) -> AsyncGenerator[str, None]:
+    def chat(
+        self, messages: Sequence[ChatMessage], *, call: GatewayCall | None = None
+    ) -> AsyncGenerator[str, None]:
         s = self._settings
         body: dict[str, Any] = {
             "model": s.llm_model,
@@ -201,23 +218,29 @@ class HttpGateway:
         if s.llm_temperature is not None:
             body["temperature"] = s.llm_temperature
         # Replayed only if the request never left: else the gateway may be generating already.
-        attempt = partial(self._chat_once, body)
-        return retried(self._retry, attempt, label=self._chat.label, replayable=_unsent)
+        call = call or GatewayCall()
+        attempt = partial(self._chat_once, body, call)
+        return retried(
+            self._retry,
+            attempt,
+            label=self._chat.label,
+            replayable=_unsent,
+            pay=self._pay_for(call),
+        )
 
-    def speak(self, text: str, *, voice: str | None = None) -> AsyncGenerator[PcmFrame, None]:
+    def speak(
+        self, text: str, *, voice: Voice = None, call: GatewayCall | None = None
+    ) -> AsyncGenerator[PcmFrame, None]:
         s = self._settings
-        body = {
-            "model": s.tts_model,
-            "input": text,
-            "voice": voice or s.tts_voice,
-            "response_format": s.tts_format,
-        }
+        body = {"model": s.tts_model, "input": text} | _voice_fields(voice or self._voice)
+        body["response_format"] = s.tts_format
         # One key for every attempt, so the gateway can tell a replay from a new request.
-        attempt = partial(self._speech_once, body, idempotency_key=str(uuid.uuid4()))
-        return retried(self._retry, attempt, label=self._tts.label)
+        call = _keyed(call, str(uuid.uuid4()))
+        attempt = partial(self._speech_once, body, call)
+        return retried(self._retry, attempt, label=self._tts.label, pay=self._pay_for(call))
 
     async def models(self) -> list[str]:
-        return await self._call(self._models, lambda r: wire.model_ids(r.content))
+        return await self._call(self._models, lambda r: wire.model_ids(r.content), call=None)
 
     async def warm(self) -> None:
         now = time.monotonic()
@@ -240,17 +263,25 @@ class HttpGateway:
         self,
         route: _Route,
         *,
-        idempotency_key: str | None = None,
+        call: GatewayCall | None = None,
+        paid: Mapping[str, str] | None = None,
         headers: dict[str, str] | None = None,
         **content: Any,
     ) -> AsyncGenerator[httpx.Response, None]:
         """Send one request; yield its 2xx response with the body unread; always close it.
 
+        ``call`` (if any) notes the attempt, the gateway's request id and the receipt
+        headers; ``paid`` are a payer's headers, masked wherever the gateway echoes them.
         An httpx error raised while sending, or in the caller's block while it reads the
         body, leaves as a :class:`GatewayError`; so does a non-2xx status.
         """
-        call_headers = _call_headers(idempotency_key) | (headers or {})
+        key = call.idempotency_key if call is not None else None
+        call_headers = _call_headers(key) | (headers or {}) | dict(paid or {})
         request_id = call_headers["X-Request-ID"]
+        proofs = _proofs(paid)
+        if call is not None:
+            call.attempts += 1
+            call.request_id = request_id
         with self._least_busy() as client:
             request = client.build_request(
                 route.method, route.path, headers=call_headers, timeout=route.timeout, **content
@@ -269,13 +300,20 @@ class HttpGateway:
                     ms,
                     rid,
                 )
+                if call is not None:
+                    call.request_id = rid
+                    receipts = wire.header_receipts(
+                        response.headers, self._settings.receipt_headers
+                    )
+                    self._note_receipts(call, receipts, proofs)
                 if not response.is_success:
                     body = bytearray()
                     async for chunk in response.aiter_bytes():
                         body += chunk
                         if len(body) >= ERROR_BODY_LIMIT:
                             break
-                    raise self._status_error(response, bytes(body[:ERROR_BODY_LIMIT]), route)
+                    error_body = bytes(body[:ERROR_BODY_LIMIT])
+                    raise self._status_error(response, error_body, route, also=proofs)
                 yield response
             except httpx.HTTPError as exc:
                 raise self._transport_error(exc, route, request_id) from exc
@@ -299,54 +337,87 @@ class HttpGateway:
         route: _Route,
         parse: Callable[[httpx.Response], T],
         *,
-        idempotency_key: str | None = None,
+        call: GatewayCall | None,
         **content: Any,
     ) -> T:
-        """A whole-body request, retried as the module docstring says."""
+        """A whole-body request, retried (and paid for) as the module docstring says."""
 
-        async def attempt() -> AsyncGenerator[T, None]:
-            async with self._open(route, idempotency_key=idempotency_key, **content) as resp:
+        async def attempt(paid: Mapping[str, str]) -> AsyncGenerator[T, None]:
+            async with self._open(route, call=call, paid=paid, **content) as resp:
                 await resp.aread()
                 result = self._parse(route, resp, lambda: parse(resp))
+                if call is not None:
+                    found = wire.json_body_receipts(resp.content)
+                    self._note_receipts(call, found, _proofs(paid))
             yield result
 
-        async with closing(retried(self._retry, attempt, label=route.label)) as results:
+        pay = self._pay_for(call) if call is not None else None
+        calls = retried(self._retry, attempt, label=route.label, pay=pay)
+        async with closing(calls) as results:
             return await anext(results)
 
-    async def _chat_once(self, body: dict[str, Any]) -> AsyncGenerator[str, None]:
+    def _pay_for(self, call: GatewayCall) -> Pay | None:
+        """What answers a 402 for ``call``: the payer, noting the price; None without one."""
+        payer = self._payer
+        if payer is None:
+            return None
+
+        async def pay(error: PaymentRequired) -> Mapping[str, str]:
+            headers, price = await payer.pay(error)
+            call.price = str(price)
+            return headers
+
+        return pay
+
+    def _note_receipts(
+        self, call: GatewayCall, found: Sequence[tuple[str, Any]], also: Sequence[str]
+    ) -> None:
+        for source, value in found:
+            call.add_receipt(Receipt(source, self._redact.value(value, also)))
+
+    async def _chat_once(
+        self, body: dict[str, Any], call: GatewayCall, paid: Mapping[str, str]
+    ) -> AsyncGenerator[str, None]:
         """One chat request's text deltas."""
         headers = {"Accept": "text/event-stream", **_IDENTITY}
-        async with self._open(self._chat, json=body, headers=headers) as response:
+        async with self._open(
+            self._chat, call=call, paid=paid, json=body, headers=headers
+        ) as response:
             if _content_type(response) == "application/json":
                 # The gateway ignored stream=true and sent the whole completion.
                 whole = await response.aread()
                 text = self._parse(self._chat, response, partial(wire.completion_text, whole))
+                self._note_receipts(call, wire.json_body_receipts(whole), _proofs(paid))
                 if text:
                     yield text
                 return
             stream = wire.ChatStream()
             chunks = response.aiter_bytes()
-            async for chunk in chunks:
-                for delta in stream.feed(chunk):
-                    yield delta
-                if stream.done or stream.failure:
-                    break
-            else:
-                for delta in stream.end_of_stream():
-                    yield delta
+            try:
+                async for chunk in chunks:
+                    for delta in stream.feed(chunk):
+                        yield delta
+                    if stream.done or stream.failure:
+                        break
+                else:
+                    for delta in stream.end_of_stream():
+                        yield delta
+            finally:  # a reply cut short by the caller still records what came
+                call.completion_id = stream.completion_id
+                self._note_receipts(call, stream.receipts, _proofs(paid))
             if stream.failure is not None:
                 raise self._stream_error(stream.failure, response) from stream.failure
             if stream.done:
                 await _drain(chunks)
 
     async def _speech_once(
-        self, body: dict[str, str], *, idempotency_key: str
+        self, body: dict[str, str], call: GatewayCall, paid: Mapping[str, str]
     ) -> AsyncGenerator[PcmFrame, None]:
         """One speech request's audio; blank text sends no request."""
         if not body["input"].strip():
             return
         async with self._open(
-            self._tts, json=body, idempotency_key=idempotency_key, headers=_IDENTITY
+            self._tts, call=call, paid=paid, json=body, headers=_IDENTITY
         ) as response:
             ctype = _content_type(response)
             if ctype == "application/json" or ctype.startswith("text/"):
@@ -373,7 +444,9 @@ class HttpGateway:
         except (ValueError, TypeError, KeyError) as exc:
             raise self._protocol_error(route, response, str(exc)) from exc
 
-    def _status_error(self, response: httpx.Response, body: bytes, route: _Route) -> GatewayError:
+    def _status_error(
+        self, response: httpx.Response, body: bytes, route: _Route, *, also: Sequence[str] = ()
+    ) -> GatewayError:
         status = response.status_code
         cls = error_class_for_status(status)
         text = body.decode("utf-8", "replace")
@@ -390,13 +463,13 @@ class HttpGateway:
         message += _describe(info)
         if retry_after is not None:
             message += f"; retry after {round(retry_after, 1):g} s"
-        error = self._error(cls, message, response, status=status, error_type=info.type)
+        error = self._error(cls, message, response, status=status, error_type=info.type, also=also)
         if isinstance(error, RateLimited):
             error.retry_after = retry_after
         if isinstance(error, PaymentRequired):
             # Verbatim but for our secrets: the caller may need to answer it, and may not be
             # the party that configured the headers (a rejected payment proof is echoed).
-            error.challenge = self._redact(text)
+            error.challenge = self._redact(text, also)
         return error
 
     def _stream_error(
@@ -428,12 +501,13 @@ class HttpGateway:
         *,
         status: int | None = None,
         error_type: str | None = None,
+        also: Sequence[str] = (),
     ) -> GatewayError:
         request_id = _request_id(response)
         return cls(
-            self._redact(f"{message} (request id {request_id})"),
+            self._redact(f"{message} (request id {request_id})", also),
             status=status,
-            error_type=self._redact(error_type) if error_type else None,
+            error_type=self._redact(error_type, also) if error_type else None,
             request_id=request_id,
             route=response.request.url.path,
         )
@@ -462,12 +536,6 @@ class HttpGateway:
             request_id=request_id,
             route=self._shards[0].client.base_url.path + route.path,
         )
-
-    def _redact(self, text: str) -> str:
-        """``text`` with the API key and the extra header values masked."""
-        for secret in self._secrets:
-            text = text.replace(secret, "***")
-        return text
 
 
 def _transports(
@@ -510,10 +578,31 @@ async def _drain(chunks: AsyncIterator[bytes]) -> None:
 def _call_headers(idempotency_key: str | None) -> dict[str, str]:
     # A fresh request id per HTTP request, so each attempt can be found in the gateway's
     # logs; the idempotency key stays the same across attempts so the gateway can dedupe.
-    headers = {"X-Request-ID": str(uuid.uuid4())}
+    # RunInfra reads the client's id from X-Client-Request-Id; others from X-Request-ID.
+    request_id = str(uuid.uuid4())
+    headers = {"X-Request-ID": request_id, "X-Client-Request-Id": request_id}
     if idempotency_key is not None:
         headers["Idempotency-Key"] = idempotency_key
     return headers
+
+
+def _proofs(paid: Mapping[str, str] | None) -> tuple[str, ...]:
+    """A payer's header values, to mask wherever the gateway might echo them."""
+    return tuple(v for v in (paid or {}).values() if len(v) >= MIN_MASKED)
+
+
+def _keyed(call: GatewayCall | None, idempotency_key: str) -> GatewayCall:
+    """``call`` (or a new one, unrecorded) carrying the key every attempt will send."""
+    call = call if call is not None else GatewayCall()
+    call.idempotency_key = idempotency_key
+    return call
+
+
+def _voice_fields(voice: str | ReferenceVoice) -> dict[str, str]:
+    """A speech body's voice: ``voice``, or RunInfra's reference-audio fields in its place."""
+    if isinstance(voice, ReferenceVoice):
+        return {"ref_audio": voice.audio, "ref_text": voice.text, "task_type": voice.task_type}
+    return {"voice": voice}
 
 
 def _describe(info: wire.ErrorInfo) -> str:

@@ -1,7 +1,7 @@
 """What an OpenAI-compatible gateway sends back to :mod:`voice.gateway.http`, parsed without I/O.
 
 The chat-completions event stream (on top of :mod:`voice.gateway.sse`), the bodies of the
-transcription, completion and model-list routes, OpenAI-style error objects, and
+transcription, completion and model-list routes, OpenAI-style error objects, receipts, and
 ``Retry-After``. Parsers raise :class:`ValueError` for a body they cannot read;
 ``http.py`` turns that into a ``GatewayProtocolError`` carrying the route and request id.
 """
@@ -11,7 +11,7 @@ from __future__ import annotations
 import email.utils
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -60,6 +60,10 @@ class ChatStream:
         self._sse = SseDecoder(max_event_bytes=max_event_bytes)
         self.done = False
         self.failure: ValueError | ChatStreamError | None = None
+        self.completion_id: str | None = None
+        """The first chunk's ``id``: the completion, as the gateway names it."""
+        self.receipts: list[tuple[str, Any]] = []
+        """Receipts the chunks carried (see :func:`json_receipts`), in order, once each."""
 
     def feed(self, data: bytes) -> list[str]:
         if self.done or self.failure is not None:
@@ -92,10 +96,73 @@ class ChatStream:
             if "error" in payload or event.event == "error":
                 self.failure = ChatStreamError(parse_error(payload.get("error", payload)))
                 break
+            self._note(payload)
             text = chunk_text(payload)
             if text:
                 deltas.append(text)
         return deltas
+
+    def _note(self, payload: Mapping[str, Any]) -> None:
+        if self.completion_id is None and isinstance(payload.get("id"), str):
+            self.completion_id = payload["id"][:MAX_ID_CHARS]
+        for receipt in json_receipts(payload):
+            if receipt not in self.receipts and len(self.receipts) < MAX_RECEIPTS:
+                self.receipts.append(receipt)
+
+
+MAX_ID_CHARS = 200
+"""An id or header receipt kept in a turn's record is cut to this length."""
+MAX_RECEIPT_CHARS = 4096
+"""A receipt whose JSON is longer is kept as its first characters, as text."""
+MAX_RECEIPTS = 8
+RECEIPT_KEYS = ("receipt", "receipt_id")
+
+
+def json_receipts(payload: object) -> list[tuple[str, Any]]:
+    """Receipts in a JSON response body: a ``receipt`` (or ``receipt_id``) field at the top,
+    or in one of its objects (LucidLayer's ``lucid.receipt_id``), each as (its path, value).
+
+    The path names the field (``body.receipt``); a value over :data:`MAX_RECEIPT_CHARS` of
+    JSON is cut, as text.
+    """
+    if not isinstance(payload, Mapping):
+        return []
+    found: list[tuple[str, Any]] = []
+    places: list[tuple[str, Mapping[str, Any]]] = [("body", payload)]
+    places += [(f"body.{k}", v) for k, v in payload.items() if isinstance(v, Mapping)]
+    for path, holder in places:
+        for key in RECEIPT_KEYS:
+            if key in holder and holder[key] is not None:
+                found.append((f"{path}.{key}", _bounded(holder[key])))
+    return found[:MAX_RECEIPTS]
+
+
+def json_body_receipts(body: bytes) -> list[tuple[str, Any]]:
+    """:func:`json_receipts` of a whole body; nothing if it is not a JSON object."""
+    if not body.lstrip().startswith(b"{"):
+        return []
+    try:
+        return json_receipts(json.loads(body))
+    except ValueError:
+        return []
+
+
+def header_receipts(headers: Mapping[str, str], names: Sequence[str]) -> list[tuple[str, str]]:
+    """The receipt headers ``names`` (lower case) that the response carries, with values.
+    ``headers`` must look names up case-insensitively, as httpx's do."""
+    found = []
+    for name in names:
+        value = headers.get(name)
+        if value:
+            found.append((name, value[:MAX_RECEIPT_CHARS]))
+    return found
+
+
+def _bounded(value: Any) -> Any:
+    if isinstance(value, str):
+        return value[:MAX_RECEIPT_CHARS]
+    text = json.dumps(value, separators=(",", ":"))
+    return value if len(text) <= MAX_RECEIPT_CHARS else text[:MAX_RECEIPT_CHARS]
 
 
 def chunk_text(payload: Mapping[str, Any]) -> str | None:

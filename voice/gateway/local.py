@@ -13,7 +13,8 @@ never warms still works: the first request loads them.
 Every engine call runs on the engines' bounded worker pools, never on the event loop, so a
 transcription in one session does not stall the audio of another. Speech streams sentence by
 sentence, in chunks, as each sentence is synthesized; a chat streams token by token, and
-closing its stream stops the generation at the next token.
+closing its stream stops the generation at the next token. A reference-audio voice is refused
+(400): the embedded engine has one bundled voice and no cloning.
 """
 
 from __future__ import annotations
@@ -29,7 +30,9 @@ from typing import Any, Final, TypeVar
 from voice.audio.frames import SAMPLE_WIDTH, SPEECH_RATE, PcmFrame
 from voice.config import GatewaySettings
 from voice.core.dialog import ChatMessage
+from voice.core.record import GatewayCall
 from voice.errors import AudioFormatError, GatewayBadRequest, GatewayError, GatewayUnavailable
+from voice.gateway.base import ReferenceVoice, Voice
 from voice.gateway.engines import MODEL_IDS, LocalEngines, loaded, shared_engines
 from voice.gateway.simulated import ROUTE_PATHS
 from voice.gateway.weights import require_local_extra
@@ -87,7 +90,8 @@ class LocalGateway:
             ),
         )
 
-    async def transcribe(self, wav: bytes) -> str:
+    async def transcribe(self, wav: bytes, *, call: GatewayCall | None = None) -> str:
+        _attempt(call)
         engines = await self._engines()
         route = ROUTE_PATHS["transcribe"]
         try:
@@ -97,7 +101,10 @@ class LocalGateway:
         except Exception as exc:
             raise _engine_failure("transcription", exc, route) from exc
 
-    async def chat(self, messages: Sequence[ChatMessage]) -> AsyncGenerator[str, None]:
+    async def chat(
+        self, messages: Sequence[ChatMessage], *, call: GatewayCall | None = None
+    ) -> AsyncGenerator[str, None]:
+        _attempt(call)
         engines = await self._engines()
         route = ROUTE_PATHS["chat"]
         loop = asyncio.get_running_loop()
@@ -143,11 +150,21 @@ class LocalGateway:
             stop.set()
             job.cancel()
 
-    async def speak(self, text: str, *, voice: str | None = None) -> AsyncGenerator[PcmFrame, None]:
-        # ``voice`` is ignored: only hibari's bundled voice is installed, and any other would
-        # need a download.
-        engines = await self._engines()
+    async def speak(
+        self, text: str, *, voice: Voice = None, call: GatewayCall | None = None
+    ) -> AsyncGenerator[PcmFrame, None]:
+        # A named voice is ignored: only hibari's bundled voice is installed, and any other
+        # would need a download. A cloned one cannot be made at all.
+        _attempt(call)
         route = ROUTE_PATHS["speak"]
+        if isinstance(voice, ReferenceVoice):
+            raise GatewayBadRequest(
+                "reference-audio voices (ref_audio, ref_text) are not supported by the "
+                "embedded engines; ask for a named voice, or use a gateway that clones voices",
+                status=400,
+                route=route,
+            )
+        engines = await self._engines()
         try:
             sentences = await _run(engines.tts_pool, engines.sentences, text)
         except Exception as exc:
@@ -177,6 +194,11 @@ class LocalGateway:
         if loaded():
             return shared_engines()
         return await asyncio.to_thread(shared_engines)
+
+
+def _attempt(call: GatewayCall | None) -> None:
+    if call is not None:
+        call.attempts += 1
 
 
 TTS_CHUNK_BYTES: Final = SPEECH_RATE * CHUNK_MS // 1000 * SAMPLE_WIDTH

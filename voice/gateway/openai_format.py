@@ -15,18 +15,20 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from voice.audio.frames import SAMPLE_WIDTH, SPEECH_RATE, PcmFrame
 from voice.core.dialog import ChatMessage, Role
 from voice.errors import GatewayProtocolError
-from voice.gateway.base import closing
+from voice.gateway.base import DEFAULT_TASK_TYPE, ReferenceVoice, closing
 
 STREAMING_SIZE = 0xFFFFFFFF
 """RIFF and data sizes in a streamed WAV header: the length is unknown when it is sent."""
 
 MAX_SPEECH_INPUT = 4096
 """Longest text one speech request may carry (OpenAI's limit)."""
+MAX_REF_TEXT = 2000
+"""Longest transcript of a reference recording."""
 
 
 class TextPart(BaseModel):
@@ -60,7 +62,8 @@ class ChatRequest(BaseModel):
 
 
 class SpeechRequest(BaseModel):
-    """``POST /v1/audio/speech``."""
+    """``POST /v1/audio/speech``: a named ``voice``, or RunInfra's reference-audio voice
+    (``ref_audio`` and ``ref_text``, with an optional ``task_type``)."""
 
     model_config = ConfigDict(extra="ignore")
 
@@ -69,6 +72,25 @@ class SpeechRequest(BaseModel):
     voice: str | None = None
     response_format: Literal["pcm", "wav"] = "pcm"
     """OpenAI defaults to mp3, which we do not encode; without a format we send pcm."""
+    ref_audio: str | None = Field(default=None, min_length=1, repr=False)
+    ref_text: str | None = Field(default=None, min_length=1, max_length=MAX_REF_TEXT)
+    task_type: str | None = Field(default=None, min_length=1, max_length=40)
+
+    @model_validator(mode="after")
+    def _one_voice(self) -> SpeechRequest:
+        if (self.ref_audio is None) != (self.ref_text is None):
+            raise ValueError("ref_audio and ref_text go together: send both, or neither")
+        if self.ref_audio is not None and self.voice is not None:
+            raise ValueError("send a named voice or ref_audio + ref_text, not both")
+        if self.ref_audio is not None:
+            self.reference()  # raises ValueError for audio we cannot take
+        return self
+
+    def reference(self) -> ReferenceVoice | None:
+        """The reference-audio voice asked for, if any."""
+        if self.ref_audio is None or self.ref_text is None:
+            return None
+        return ReferenceVoice(self.ref_audio, self.ref_text, self.task_type or DEFAULT_TASK_TYPE)
 
 
 def chat_completion(model: str, text: str) -> dict[str, Any]:

@@ -3,7 +3,10 @@
 Routes: ``POST /v1/audio/transcriptions`` (multipart), ``POST /v1/chat/completions`` (JSON,
 or SSE with ``stream: true``), ``POST /v1/audio/speech`` (streamed ``pcm`` or ``wav``),
 ``GET /v1/models`` and ``GET /health``; with a :class:`SimulatedGateway`, also
-``GET``/``POST /v1/simulate`` to read or replace its settings while it runs.
+``GET``/``POST /v1/simulate`` to read or replace its settings while it runs, and its billing
+(x402 challenges, receipts: :mod:`voice.gateway.sim_billing`). Speech takes a named
+``voice`` or a reference-audio one (``ref_audio`` + ``ref_text``, ``task_type``), which the
+gateway may refuse (400).
 
 The wire rules a client can rely on:
 
@@ -65,6 +68,7 @@ from voice.gateway.openai_format import (
     sse_chunks,
     wav_bytes,
 )
+from voice.gateway.sim_billing import SimulatedBilling
 from voice.gateway.simulated import SimulatedGateway, SimulationSettings
 
 log = logging.getLogger(__name__)
@@ -90,12 +94,15 @@ def create_gateway_app(gateway: Gateway, *, api_key: str | None = None) -> Starl
         Route("/v1/chat/completions", _guarded(api.chat), methods=["POST"]),
         Route("/v1/audio/speech", _guarded(api.speech), methods=["POST"]),
     ]
+    # The request context first: a request without the key is refused before any billing.
+    middleware = [Middleware(_RequestContext, api_key=api_key)]
     if isinstance(gateway, SimulatedGateway):
         routes.append(Route("/v1/simulate", _simulate_route(gateway), methods=["GET", "POST"]))
         routes.append(Route("/v1/simulate/stats", _stats_route(gateway)))
+        middleware.append(Middleware(SimulatedBilling, gateway=gateway))
     return Starlette(
         routes=routes,
-        middleware=[Middleware(_RequestContext, api_key=api_key)],
+        middleware=middleware,
         exception_handlers={HTTPException: _http_exception},
     )
 
@@ -151,7 +158,7 @@ class _Api:
 
     async def speech(self, request: Request) -> Response:
         body = await _parse_json(request, SpeechRequest)
-        frames = self.gateway.speak(body.input, voice=body.voice)
+        frames = self.gateway.speak(body.input, voice=body.reference() or body.voice)
         if body.response_format == "wav":
             return _GatewayStream(wav_bytes(frames), media_type="audio/wav")
         return _GatewayStream(pcm_bytes(frames), media_type="audio/pcm")

@@ -7,7 +7,10 @@ runs (:meth:`SimulatedGateway.update`), and counters show how many requests each
 how many are still open, so a test can prove that cancelling a consumer closed its streams.
 
 Served over HTTP by :mod:`voice.gateway.server`, it is also the gateway the end-to-end tests and
-``voice gateway --simulate`` talk to.
+``voice gateway --simulate`` talk to. Served so, it can also bill as the seeds' gateways do
+(:mod:`voice.gateway.sim_billing`): an x402 challenge on chosen routes, paid by a proof it
+can verify (``x402``), and a receipt on every answer (``receipts``). Speech takes a named
+voice or a reference-audio one; the log says which, and ``voices`` keeps the last few.
 """
 
 from __future__ import annotations
@@ -15,8 +18,10 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
+import logging
 import math
 import re
+from collections import deque
 from collections.abc import AsyncGenerator, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Literal, NoReturn
@@ -26,6 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from voice.audio.frames import SAMPLE_WIDTH, SPEECH_RATE, PcmFrame
 from voice.core.dialog import ChatMessage
+from voice.core.record import GatewayCall
 from voice.errors import (
     GatewayBadRequest,
     GatewayError,
@@ -34,6 +40,9 @@ from voice.errors import (
     RateLimited,
     error_class_for_status,
 )
+from voice.gateway.base import ReferenceVoice, Voice
+
+log = logging.getLogger(__name__)
 
 Route = Literal["transcribe", "chat", "speak", "models"]
 ROUTES: tuple[Route, ...] = ("transcribe", "chat", "speak", "models")
@@ -56,6 +65,9 @@ _BUFFER_CHUNKS = 40
 
 _TOKEN = re.compile(r"\s*\S+")
 """A word with its leading space: the deltas concatenate back to the reply exactly."""
+
+VOICES_KEPT = 16
+"""Speech requests' voices kept in :attr:`SimulatedGateway.voices`, newest last."""
 
 
 class Fault(BaseModel):
@@ -86,6 +98,24 @@ class Fault(BaseModel):
         if self.after_chunks and (self.kind == "status" or not streaming):
             raise ValueError("after_chunks applies to 'hang' and 'drop' on 'chat' or 'speak'")
         return self
+
+
+def _chat_only() -> list[Route]:
+    return ["chat"]
+
+
+class PaywallSettings(BaseModel):
+    """x402 on the simulated gateway's HTTP routes (:mod:`voice.gateway.sim_billing`)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    routes: list[Route] = Field(default_factory=_chat_only, min_length=1)
+    """Routes that answer 402 until paid."""
+    price: int = Field(default=1000, ge=0)
+    """Asked per request, in the asset's smallest unit (1000 = 0.001 USDC)."""
+    secret: str = Field(default="simulated-x402", min_length=1, repr=False)
+    """Shared with the payer: a proof is ``<nonce>.<hex HMAC-SHA256(secret, "nonce:price")>``
+    (standing in for a payment on chain); each nonce pays for one request."""
 
 
 DEFAULT_TRANSCRIPT = "What's the weather going to be like tomorrow afternoon?"
@@ -122,6 +152,11 @@ class SimulationSettings(BaseModel):
     """Checked in order; a request gets the first fault for its route with hits left."""
     models: list[str] = Field(default_factory=lambda: ["whisper-1", "gpt-4o-mini", "tts-1"])
     """Ids ``models()`` lists."""
+    x402: PaywallSettings | None = None
+    """Served over HTTP: payment asked on these routes (none by default)."""
+    receipts: bool = False
+    """Served over HTTP: every 2xx answer carries ``x-receipt``, and a JSON body a
+    ``receipt`` field, signed for its request id."""
 
 
 class SimulatedGateway:
@@ -137,6 +172,7 @@ class SimulatedGateway:
         self._in_flight = dict.fromkeys(ROUTES, 0)
         self._script_turns: dict[str, int] = {}
         self._fault_hits_left: list[int] = []
+        self._voices: deque[Voice] = deque(maxlen=VOICES_KEPT)
         self._reset_scripts()
 
     @property
@@ -161,7 +197,13 @@ class SimulatedGateway:
         """Requests per route not yet finished (a snapshot)."""
         return dict(self._in_flight)
 
-    async def transcribe(self, wav: bytes) -> str:
+    @property
+    def voices(self) -> list[Voice]:
+        """The voices of the last :data:`VOICES_KEPT` speech requests, oldest first."""
+        return list(self._voices)
+
+    async def transcribe(self, wav: bytes, *, call: GatewayCall | None = None) -> str:
+        _attempt(call)
         with self._open("transcribe") as (settings, fault):
             await _trip_before_start(fault)
             if not wav.startswith(b"RIFF"):
@@ -171,7 +213,10 @@ class SimulatedGateway:
             await asyncio.sleep(settings.asr_ms / 1000)
             return self._next_script("transcribe", settings.transcripts)
 
-    async def chat(self, messages: Sequence[ChatMessage]) -> AsyncGenerator[str, None]:
+    async def chat(
+        self, messages: Sequence[ChatMessage], *, call: GatewayCall | None = None
+    ) -> AsyncGenerator[str, None]:
+        _attempt(call)
         with self._open("chat") as (settings, fault):
             tokens = _TOKEN.findall(self._next_script("chat", settings.replies))
             start = asyncio.get_running_loop().time()
@@ -181,8 +226,22 @@ class SimulatedGateway:
                 yield token
             await _trip_at(fault, len(tokens), at_end=True)
 
-    async def speak(self, text: str, *, voice: str | None = None) -> AsyncGenerator[PcmFrame, None]:
-        # ``voice`` is accepted and ignored: every voice sounds the same here.
+    async def speak(
+        self, text: str, *, voice: Voice = None, call: GatewayCall | None = None
+    ) -> AsyncGenerator[PcmFrame, None]:
+        # Every voice sounds the same here; which kind was asked for is logged and kept.
+        _attempt(call)
+        self._voices.append(voice)
+        if isinstance(voice, ReferenceVoice):
+            kind = "a URL" if voice.audio.startswith("http") else f"{len(voice.audio)} chars"
+            log.info(
+                "speech in a reference-audio voice: task_type %s, ref_audio %s, ref_text %r",
+                voice.task_type,
+                kind,
+                voice.text[:60],
+            )
+        else:
+            log.debug("speech in the named voice %r", voice)
         with self._open("speak") as (settings, fault):
             total = round(len(text) * settings.speech_ms_per_char * SPEECH_RATE / 1000)
             chunks = math.ceil(total / _CHUNK_SAMPLES)
@@ -236,6 +295,12 @@ class SimulatedGateway:
     def _reset_scripts(self) -> None:
         self._script_turns = {"transcribe": 0, "chat": 0}
         self._fault_hits_left = [fault.count for fault in self._settings.faults]
+
+
+def _attempt(call: GatewayCall | None) -> None:
+    """One in-process request: no HTTP, so no request id or receipt of its own."""
+    if call is not None:
+        call.attempts += 1
 
 
 class _Trip:

@@ -3,7 +3,8 @@
 Speech for a sentence is requested as soon as the chunker releases it, while the LLM goes on
 writing; up to ``tts_lookahead`` later sentences are fetched while an earlier one plays, and
 audio is played strictly in sentence order. Cancelling the reply's task cancels every
-request in flight (the gateway closes its HTTP streams) and nothing is left behind.
+request in flight (the gateway closes its HTTP streams) and nothing is left behind. Every
+gateway request it makes, and the transcriptions it answers, are noted in its ``record``.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ from voice.core.chunker import SentenceChunker
 from voice.core.dialog import Dialog
 from voice.core.events import AudioDone, ResponseStarted, TextDelta, TurnTimings
 from voice.core.playout import HeardText
-from voice.gateway.base import Gateway, closing
+from voice.core.record import GatewayCall, TurnRecord
+from voice.gateway.base import Gateway, Voice, closing
 from voice.pipeline.sink import AudioSink, Emit
 from voice.pipeline.speech_line import SpeechJob, SpeechLine
 
@@ -71,6 +73,8 @@ class Transcription:
     ended: float | None = None
     task: asyncio.Task[str] = field(init=False)
     finished: asyncio.Event = field(default_factory=asyncio.Event, init=False)
+    call: GatewayCall = field(default_factory=GatewayCall, init=False)
+    """Its gateway request, for the record of the reply that answers it."""
 
     def end(self, *_: object) -> None:
         self.finished.set()
@@ -97,7 +101,7 @@ class Reply:
         sink: AudioSink,
         emit: Emit,
         settings: PipelineSettings,
-        voice: str | None,
+        voice: Voice,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.response_id = response_id
@@ -108,6 +112,8 @@ class Reply:
         """Everything the LLM wrote for this reply so far."""
         self.interrupted: str | None = None
         """Set by the owner that cancels the reply: the text the caller heard."""
+        self.record = TurnRecord()
+        """The gateway requests made for this reply, as they go."""
         self._transcriptions = transcriptions
         self._on_commit = on_commit
         self._gateway = gateway
@@ -146,7 +152,8 @@ class Reply:
             max_buffered=SPEECH_QUEUE_CHUNKS,
         )
         # Closed here, not in the task reading it last: that one may be cancelled before it ran.
-        async with closing(self._gateway.chat(self._dialog.messages())) as deltas:
+        chat = self._gateway.chat(self._dialog.messages(), call=self.record.add("llm"))
+        async with closing(chat) as deltas:
             async with asyncio.TaskGroup() as tg:
                 await self._write(tg, line, deltas)
         await self._sink.finish()
@@ -161,6 +168,8 @@ class Reply:
         """
         items = self._transcriptions
         if items:
+            for item in items:
+                self.record.add("asr", item.call)
             for item in items:
                 await item.finished.wait()
             self.clock.asr_start, self.clock.asr_end = items[-1].started, items[-1].ended
@@ -239,7 +248,8 @@ class Reply:
         first = self.clock.tts_start is None
         if first:
             self.clock.tts_start = self._now()
-        async with closing(self._gateway.speak(job.text, voice=self._voice)) as audio:
+        speech = self._gateway.speak(job.text, voice=self._voice, call=self.record.add("tts"))
+        async with closing(speech) as audio:
             async for frame in audio:
                 if first and self.clock.tts_first_byte is None:
                     self.clock.tts_first_byte = self._now()

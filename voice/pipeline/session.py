@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import logging
 import time
 from collections.abc import MutableMapping
@@ -46,7 +47,7 @@ from voice.core.events import (
 from voice.core.limits import PerMinute
 from voice.core.turns import TurnDetector
 from voice.errors import GatewayAuthError, GatewayError, PaymentRequired, ProtocolError
-from voice.gateway.base import Gateway
+from voice.gateway.base import Gateway, ReferenceVoice, Voice
 from voice.pipeline.notices import Notices
 from voice.pipeline.reply import Reply, Transcription
 from voice.pipeline.sink import AudioSink, Emit, Hangup, NullSink, no_events
@@ -100,7 +101,9 @@ class Session:
             instructions=settings.pipeline.instructions,
             max_messages=settings.pipeline.max_history_messages,
         )
-        self.voice: str | None = settings.gateway.tts_voice
+        self.voice: Voice = None
+        """The TTS voice: a name, a caller's reference-audio voice, or None for the one the
+        operator configured (``VOICE_TTS_VOICE``, or ``VOICE_TTS_REF_AUDIO``'s)."""
         self.input_rate = PIPELINE_RATE
         self._frame_rate = PIPELINE_RATE  # what the VAD and the turn detector run at
         self._gateway = gateway
@@ -174,16 +177,23 @@ class Session:
         to the observer and the caller alike."""
         self._emit(event)
 
-    def configure(self, *, instructions: str | None = None, voice: str | None = None) -> None:
+    def configure(self, *, instructions: str | None = None, voice: Voice = None) -> None:
         """The one way a caller changes the instructions and TTS voice; None keeps each.
 
         Raises :class:`~voice.errors.ProtocolError`, changing nothing, when the caller's
-        token fixed them (:meth:`pin`) or the instructions are over the limit."""
+        token fixed them (:meth:`pin`), the instructions are over the limit, or a
+        reference-audio voice is given where the operator did not allow callers one."""
         if instructions is None and voice is None:
             return
         if self._pinned:
             raise ProtocolError(
                 "this session's instructions and voice are fixed by its token",
+                code="invalid_session_update",
+            )
+        if isinstance(voice, ReferenceVoice) and not self.settings.gateway.tts_ref_from_callers:
+            raise ProtocolError(
+                "this server does not let callers set a reference-audio voice (voice_ref); "
+                "choose a named voice",
                 code="invalid_session_update",
             )
         limit = self.settings.limits.max_instructions_chars
@@ -194,7 +204,7 @@ class Session:
             )
         self.pin(instructions=instructions, voice=voice, locked=False)
 
-    def pin(self, *, instructions: str | None, voice: str | None, locked: bool) -> None:
+    def pin(self, *, instructions: str | None, voice: Voice, locked: bool) -> None:
         """Set what the caller's token says (the app does, at admission); ``locked``: the
         caller cannot change them afterwards."""
         if instructions is not None:
@@ -351,7 +361,7 @@ class Session:
                 # One pass over the whole utterance: ~0.1 ms a second of audio.
                 audio = PcmFrame(Upsampler2x().process(audio.pcm), PIPELINE_RATE)
             wav = wav_bytes(audio)
-            text = (await self._gateway.transcribe(wav)).strip()
+            text = (await self._gateway.transcribe(wav, call=item.call)).strip()
             item.ended = time.monotonic()
             self._emit(Transcript(text))
             return text
@@ -424,7 +434,7 @@ class Session:
             self.dialog.add_assistant(kept)
             self.log.info("interrupted; caller heard %d of %d chars", len(kept), len(reply.text))
             self._emit(ResponseInterrupted(reply.response_id, kept))
-            self._emit(ResponseDone(reply.response_id, kept, "interrupted", reply.timings()))
+            self._done(reply, kept, "interrupted")
             return
         kept = reply.text
         if status == "failed":
@@ -432,7 +442,20 @@ class Session:
             kept = reply.heard_text()
             self._sink.clear()
         self.dialog.add_assistant(kept)
-        self._emit(ResponseDone(reply.response_id, kept, status, reply.timings()))
+        self._done(reply, kept, status)
+
+    def _done(self, reply: Reply, kept: str, status: ResponseStatus) -> None:
+        """``response.done``, and the operator's line of its gateway record (one JSON object,
+        also on the log record as ``turn_record``, for a JSON log formatter)."""
+        record = reply.record.as_dict()
+        self.log.info(
+            "%s %s; gateway record: %s",
+            reply.response_id,
+            status,
+            json.dumps(record, separators=(",", ":")),
+            extra={"turn_record": {"response_id": reply.response_id, "status": status, **record}},
+        )
+        self._emit(ResponseDone(reply.response_id, kept, status, reply.timings(), reply.record))
 
     async def _say_failed(self) -> None:
         """After a turn failed for good: the failure notice, or past the limit of failed

@@ -30,6 +30,7 @@ from voice.transports.wire import (
     event_to_wire,
     hangup_code,
     parse_client_event,
+    voice_fields,
 )
 
 logger = logging.getLogger(__name__)
@@ -158,7 +159,7 @@ class NativeSession:
                 "output_audio cannot change while a response is playing",
                 code="invalid_session_update",
             )
-        self.session.configure(instructions=config.instructions, voice=config.voice)
+        self.session.configure(instructions=config.instructions, voice=config.chosen_voice())
         if new_in is not None:
             self.session.set_input_rate(new_in)
         if new_out is not None and new_out != self.playout.out_rate:
@@ -170,7 +171,7 @@ class NativeSession:
             "id": self.session.id,
             "input_audio": {"format": "pcm16", "sample_rate": self.session.input_rate},
             "output_audio": {"format": "pcm16", "sample_rate": self.playout.out_rate},
-            "voice": self.session.voice,
+            **voice_fields(self.session.voice, self.session.settings.gateway),
             "instructions": self.session.instructions,
         }
 

@@ -47,6 +47,7 @@ from voice.transports.wire import (
     SessionUpdate,
     event_to_wire,
     parse_client_event,
+    voice_fields,
 )
 
 logger = logging.getLogger(__name__)
@@ -313,14 +314,14 @@ class WebRtcSession:
     def _apply(self, config: SessionConfig) -> None:
         """Apply instructions and voice; audio formats are refused (fixed by SDP)."""
         check_fixed_audio(config)
-        self.session.configure(instructions=config.instructions, voice=config.voice)
+        self.session.configure(instructions=config.instructions, voice=config.chosen_voice())
 
     def _describe(self) -> dict[str, object]:
         return {
             "id": self.id,
             "input_audio": dict(self._codec),
             "output_audio": dict(self._codec),
-            "voice": self.session.voice,
+            **voice_fields(self.session.voice, self.session.settings.gateway),
             "instructions": self.session.instructions,
         }
 

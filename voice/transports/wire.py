@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
 from websockets.frames import CloseCode
 
-from voice.config import PCM_RATES
+from voice.config import PCM_RATES, GatewaySettings
 from voice.core.events import (
     GOING_AWAY,
     AudioDone,
@@ -30,6 +30,7 @@ from voice.core.events import (
     Transcript,
 )
 from voice.errors import AudioFormatError, ProtocolError
+from voice.gateway.base import DEFAULT_TASK_TYPE, ReferenceVoice, Voice, check_ref_audio
 
 
 def hangup_code(reason: str) -> CloseCode:
@@ -54,6 +55,26 @@ class AudioFormat(_Message):
             )
 
 
+class VoiceRef(_Message):
+    """A reference-audio (cloned) voice, as a caller sets it: the recording as a
+    ``data:audio/wav;base64,`` URL or an ``http(s)`` URL the gateway fetches, and its words."""
+
+    ref_audio: str = Field(min_length=1)
+    ref_text: str = Field(min_length=1, max_length=2000)
+    task_type: str = Field(
+        default=DEFAULT_TASK_TYPE, min_length=1, max_length=40, pattern=r"^[A-Za-z][\w-]*$"
+    )
+
+    @field_validator("ref_audio")
+    @classmethod
+    def _check_audio(cls, audio: str) -> str:
+        check_ref_audio(audio)
+        return audio
+
+    def to_voice(self) -> ReferenceVoice:
+        return ReferenceVoice(self.ref_audio, self.ref_text, self.task_type)
+
+
 class SessionConfig(_Message):
     """Fields a caller may set; every one is optional in an update."""
 
@@ -61,6 +82,30 @@ class SessionConfig(_Message):
     output_audio: AudioFormat | None = None
     instructions: str | None = Field(default=None, max_length=20_000)
     voice: str | None = Field(default=None, max_length=200)
+    voice_ref: VoiceRef | None = None
+    """A cloned voice instead of a named one, where the operator allows it."""
+
+    def chosen_voice(self) -> Voice:
+        """The voice this update asks for, if any; both kinds at once is an error."""
+        if self.voice is not None and self.voice_ref is not None:
+            raise ProtocolError(
+                "set voice (a named voice) or voice_ref (a reference-audio voice), not both",
+                code="invalid_session_update",
+            )
+        return self.voice_ref.to_voice() if self.voice_ref is not None else self.voice
+
+
+def voice_fields(voice: Voice, settings: GatewaySettings) -> dict[str, Any]:
+    """How ``session.created``/``session.updated`` describe a session's voice: ``voice``,
+    its name (or null), and ``voice_ref`` (or null): a reference voice's words and task,
+    never its audio."""
+    if voice is None and settings.tts_ref_audio is not None:
+        ref = {"ref_text": settings.tts_ref_text, "task_type": settings.tts_task_type}
+        return {"voice": None, "voice_ref": ref}
+    if isinstance(voice, ReferenceVoice):
+        ref = {"ref_text": voice.text, "task_type": voice.task_type}
+        return {"voice": None, "voice_ref": ref}
+    return {"voice": voice or settings.tts_voice, "voice_ref": None}
 
 
 class SessionUpdate(_Message):
@@ -126,13 +171,16 @@ def event_to_wire(event: SessionEvent) -> dict[str, Any]:
             return {"type": "response.audio.done", "response_id": rid}
         case ResponseInterrupted(response_id=rid, heard_text=heard):
             return {"type": "response.interrupted", "response_id": rid, "heard_text": heard}
-        case ResponseDone(response_id=rid, text=text, status=status, timings=timings):
+        case ResponseDone(
+            response_id=rid, text=text, status=status, timings=timings, record=record
+        ):
             return {
                 "type": "response.done",
                 "response_id": rid,
                 "status": status,
                 "text": text,
                 "timings": timings.as_dict(),
+                "record": record.as_dict(),
             }
         case ErrorEvent(code=code, message=message):
             return {"type": "error", "code": code, "message": message}
