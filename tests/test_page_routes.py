@@ -52,12 +52,17 @@ def test_the_wheel_carries_every_package_page_file_and_sound(tmp_path):
         shutil.copytree(ROOT / folder, source / folder, ignore=ignore)
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(ROOT / name, source / name)
-    subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+    built = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-v",
          "-w", str(tmp_path), str(source)],
         check=True,
         capture_output=True,
+        text=True,
     )  # fmt: skip
+    # pyproject.toml is read without a deprecation warning (each install printed ~30 lines
+    # of them when project.license was a table rather than an SPDX string).
+    assert "DeprecationWarning" not in built.stdout + built.stderr
+    assert "BuildBackendWarning" not in built.stdout + built.stderr
     (wheel,) = tmp_path.glob("voice-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
     modules = {p.relative_to(ROOT).as_posix() for p in (ROOT / "voice").rglob("*.py")}

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
-import json
 import logging
 import os
+import socket
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
+from voice.bench.call_command import add_parser as add_call
 from voice.bench.command import add_parser as add_bench
 from voice.config import Settings
 from voice.errors import ConfigError, VoiceError
@@ -31,6 +30,9 @@ QUIET_LOGGERS = (
 
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+LISTEN_BACKLOG = 4096
+"""Connections the kernel queues before the server accepts them (as voice/app/workers.py)."""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -66,22 +68,90 @@ def _workers_log_config(verbose: bool) -> dict[str, Any]:
     }
 
 
+DESCRIPTION = """\
+Realtime voice conversations on an OpenAI-compatible inference gateway. Callers stream audio
+in (native WebSocket, WebRTC from a browser, Twilio or Telnyx media streams); voice finds
+where each turn ends, has it transcribed, streams the chat model's answer and speaks it
+sentence by sentence as it is written, and stops when the caller talks over it. With no
+gateway URL it runs offline, on embedded engines (Whisper base, SmolLM2-135M, hibari)."""
+
+EPILOG = """\
+Start with `voice serve`, then in another shell `voice call samples/q01_what_time.wav`, or
+open http://127.0.0.1:8080/ and talk. `voice COMMAND --help` lists a command's options.
+Settings are VOICE_* environment variables (README.md); flags override them."""
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Help with each option's default, where it has one worth showing: not for flags, nor
+    for options whose default comes from the environment (their help names it)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None or action.default is False or action.default == []:
+            return action.help
+        return super()._get_help_string(action)
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="voice", description=__doc__)
+    from voice.config import GatewaySettings, ServerSettings
+    from voice.gateway.simulated import SimulationSettings
+
+    def default(model: Any, field: str) -> Any:
+        return model.model_fields[field].default
+
+    parser = argparse.ArgumentParser(
+        prog="voice", description=DESCRIPTION, epilog=EPILOG, formatter_class=HelpFormatter
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
 
-    serve = commands.add_parser("serve", help="run the voice server")
-    serve.add_argument("--host", help="listen address (VOICE_HOST, default 127.0.0.1)")
-    serve.add_argument("--port", type=int, help="listen port (VOICE_PORT, default 8080)")
-    serve.add_argument("--gateway-url", help="OpenAI-compatible base URL (VOICE_GATEWAY_URL)")
-    serve.add_argument("--asr-model", help="VOICE_ASR_MODEL")
-    serve.add_argument("--llm-model", help="VOICE_LLM_MODEL")
-    serve.add_argument("--tts-model", help="VOICE_TTS_MODEL")
-    serve.add_argument("--tts-voice", help="VOICE_TTS_VOICE")
-    serve.add_argument("--max-sessions", type=int, help="VOICE_MAX_SESSIONS")
+    serve = commands.add_parser(
+        "serve",
+        help="run the voice server",
+        description="Serve callers: native WebSocket sessions at /v1/session, browsers over "
+        "WebRTC and the call page at /, Twilio and Telnyx media streams, /health, /ready and "
+        "/metrics. VOICE_* environment variables configure it (README.md); these flags "
+        "override them. With no gateway URL the embedded local engines answer, offline, in "
+        "this process.",
+    )
     serve.add_argument(
-        "--workers", type=int, help="server processes on the one port (VOICE_WORKERS, default 1)"
+        "--host",
+        help=f"listen address (VOICE_HOST, default: {default(ServerSettings, 'host')}); any "
+        "other than loopback needs VOICE_AUTH_SECRET or --no-auth",
+    )
+    serve.add_argument(
+        "--port",
+        type=int,
+        help=f"listen port (VOICE_PORT, default: {default(ServerSettings, 'port')})",
+    )
+    serve.add_argument(
+        "--gateway-url",
+        metavar="URL",
+        help="the gateway: an OpenAI-compatible base URL such as https://gateway.example/v1 "
+        "(VOICE_GATEWAY_URL). Without one, the embedded local engines (Whisper base, "
+        "SmolLM2-135M, hibari; the `local` extra) run in this process, offline",
+    )
+    for field, what in (
+        ("asr_model", "transcription model"),
+        ("llm_model", "chat model"),
+        ("tts_model", "speech model"),
+        ("tts_voice", "speech voice"),
+    ):
+        variable = "VOICE_" + field.upper()
+        serve.add_argument(
+            "--" + field.replace("_", "-"),
+            help=f"the gateway's {what} ({variable}, default: {default(GatewaySettings, field)})",
+        )
+    serve.add_argument(
+        "--max-sessions",
+        type=int,
+        help="calls at once; past it callers are refused as busy (VOICE_MAX_SESSIONS, default: "
+        f"{default(ServerSettings, 'max_sessions')})",
+    )
+    serve.add_argument(
+        "--workers",
+        type=int,
+        help="server processes on the one port (VOICE_WORKERS, default: "
+        f"{default(ServerSettings, 'workers')})",
     )
     serve.add_argument(
         "--no-auth",
@@ -92,58 +162,48 @@ def _parser() -> argparse.ArgumentParser:
     serve.set_defaults(run=_serve)
 
     gateway = commands.add_parser(
-        "gateway", help="serve a gateway as OpenAI-compatible HTTP routes"
+        "gateway",
+        help="serve a gateway as OpenAI-compatible HTTP routes",
+        description="Serve the embedded local engines (Whisper base, SmolLM2-135M, hibari), "
+        "or with --simulate scripted latencies and faults, as an OpenAI-compatible gateway: "
+        "/v1/audio/transcriptions, /v1/chat/completions, /v1/audio/speech, /v1/models. "
+        "Point a `voice serve` on another host at it, or any other OpenAI client.",
     )
     gateway.add_argument(
         "--simulate",
         action="store_true",
         help="scripted latencies instead of the embedded local engines (the default)",
     )
-    gateway.add_argument("--host", default="127.0.0.1")
-    gateway.add_argument("--port", type=int, default=8081)
+    gateway.add_argument("--host", default="127.0.0.1", help="listen address")
+    gateway.add_argument("--port", type=int, default=8081, help="listen port")
     gateway.add_argument("--api-key", help="require this bearer token")
     for name, help_text in (
-        ("asr-ms", "transcription latency"),
-        ("ttft-ms", "time to the first chat token"),
-        ("ms-per-token", "time between chat tokens"),
-        ("tts-ttfb-ms", "time to the first speech byte"),
-        ("tts-rtf", "speech synthesis time per second of audio"),
+        ("asr_ms", "transcription latency, ms"),
+        ("ttft_ms", "time to the first chat token, ms"),
+        ("ms_per_token", "time between chat tokens, ms"),
+        ("tts_ttfb_ms", "time to the first speech byte, ms"),
+        ("tts_rtf", "speech synthesis time per second of audio"),
     ):
-        gateway.add_argument(f"--{name}", type=float, help=f"simulated {help_text}")
+        gateway.add_argument(
+            "--" + name.replace("_", "-"),
+            type=float,
+            help=f"with --simulate: {help_text} (default: {default(SimulationSettings, name):g})",
+        )
     gateway.add_argument(
         "--x402-price",
         type=int,
-        help="simulated: chat asks this price (smallest units) by an x402 challenge until paid "
-        "(docs/gateways.md)",
+        help="with --simulate: chat asks this price (smallest units) by an x402 challenge "
+        "until paid (docs/gateways.md)",
     )
     gateway.add_argument(
-        "--x402-secret", help="simulated: the secret a payer proves payment with (HMAC)"
+        "--x402-secret", help="with --simulate: the secret a payer proves payment with (HMAC)"
     )
     gateway.add_argument(
-        "--receipts", action="store_true", help="simulated: a receipt on every answer"
+        "--receipts", action="store_true", help="with --simulate: a receipt on every answer"
     )
     gateway.set_defaults(run=_gateway)
 
-    call = commands.add_parser("call", help="play a WAV into a session and show the reply")
-    call.add_argument("wav", type=Path, help="recording to play (WAV, PCM16)")
-    call.add_argument("--url", default="ws://127.0.0.1:8080/v1/session")
-    call.add_argument("--save", type=Path, help="write the reply audio to this WAV file")
-    call.add_argument("--instructions", help="system prompt for this session")
-    call.add_argument("--timeout", type=float, default=60.0, help="seconds to wait")
-    call.add_argument(
-        "--record",
-        action="store_true",
-        help="print each reply's gateway record (request ids, idempotency keys, attempts, "
-        "receipts, price paid)",
-    )
-    call.add_argument(
-        "--token",
-        default=os.environ.get("VOICE_TOKEN"),
-        help="caller token, for a server with VOICE_AUTH_SECRET (`voice token`); default "
-        "$VOICE_TOKEN",
-    )
-    call.set_defaults(run=_call)
-
+    add_call(commands)
     add_bench(commands)
 
     token = commands.add_parser(
@@ -151,7 +211,6 @@ def _parser() -> argparse.ArgumentParser:
         help="print a caller token signed with VOICE_AUTH_SECRET",
         description="Print a caller token (an HS256 JWT) signed with VOICE_AUTH_SECRET, for "
         "operators and tests; a backend mints its own the same way (docs/security.md).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     token.add_argument("--ttl", type=float, default=600.0, help="seconds until it expires")
     token.add_argument("--sub", help="the caller's id, logged with the session id")
@@ -164,6 +223,9 @@ def _parser() -> argparse.ArgumentParser:
         help="the caller's session.update cannot change instructions or voice",
     )
     token.set_defaults(run=_token)
+    # Subcommands do not inherit the formatter: every one shows its defaults the same way.
+    for command in commands.choices.values():
+        command.formatter_class = HelpFormatter
     return parser
 
 
@@ -199,6 +261,11 @@ def _serve(args: argparse.Namespace) -> int:
             server.host,
             server.port,
         )
+    # The port first, before anything slow (the models load as the app starts): a port in
+    # use is a clear error at once, and "serving" is said only of a port that is ours.
+    sock = listen(server.host, server.port)
+    if server.workers > 1:
+        sock.close()  # serve_workers binds it again itself: this was the check
     if settings.gateway.url is None:
         log.info(
             "no gateway URL (VOICE_GATEWAY_URL / --gateway-url): using the embedded local "
@@ -224,8 +291,18 @@ def _serve(args: argparse.Namespace) -> int:
             log_config=_workers_log_config(args.verbose),
             server=server,
         )
-    run_app(create_app(settings), host=server.host, port=server.port)
+    run_app(create_app(settings), host=server.host, port=server.port, sock=sock)
     return 0
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """A socket bound to ``host:port``; a port in use, or an address not this machine's,
+    is a :class:`ConfigError` saying so."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        return socket.create_server((host, port), family=family, backlog=LISTEN_BACKLOG)
+    except OSError as exc:
+        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
 
 
 def serve_app() -> Any:
@@ -236,13 +313,20 @@ def serve_app() -> Any:
     return create_app(shared=SharedMetrics.from_env(os.environ))
 
 
-def run_app(app: Any, *, host: str, port: int, log_level: str = "info") -> None:
+def run_app(
+    app: Any,
+    *,
+    host: str,
+    port: int,
+    log_level: str = "info",
+    sock: socket.socket | None = None,
+) -> None:
     """Serve the voice app on uvicorn until SIGINT/SIGTERM, tuned for many live sessions
-    (as each worker of ``voice serve --workers`` is: voice/app/workers.py).
+    (as each worker of ``voice serve --workers`` is: voice/app/workers.py), on ``sock``
+    if given (bound to ``host:port`` already, see :func:`listen`).
 
     ``benchmarks/`` calls this too, so capacity figures are those of ``voice serve``.
     """
-
     from voice.app.serving import DrainingServer, server_config, tune_gc
 
     tune_gc()
@@ -250,7 +334,7 @@ def run_app(app: Any, *, host: str, port: int, log_level: str = "info") -> None:
     server_settings = state.settings.server if state is not None else None
     config = server_config(app, host=host, port=port, log_level=log_level, server=server_settings)
     server = DrainingServer(config, drain=state.drain if state is not None else None)
-    server.run()
+    server.run(sockets=None if sock is None else [sock])
     if not server.started:
         sys.exit(3)  # uvicorn's status for a server that could not start (port in use...)
 
@@ -276,9 +360,10 @@ def _gateway(args: argparse.Namespace) -> int:
         paywall = {"price": args.x402_price, "secret": args.x402_secret}
         knobs["x402"] = PaywallSettings(**{k: v for k, v in paywall.items() if v is not None})
     simulation = SimulationSettings(**{k: v for k, v in knobs.items() if v is not None})
+    sock = listen(args.host, args.port)
     app = create_gateway_app(SimulatedGateway(simulation), api_key=args.api_key)
     log.info("simulated gateway on http://%s:%d/v1 (%s)", args.host, args.port, simulation)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[sock])
     return 0
 
 
@@ -292,10 +377,11 @@ def _serve_local_gateway(args: argparse.Namespace) -> int:
     # VOICE_LLM_MAX_TOKENS, VOICE_ASR_LANGUAGE, ... apply; a VOICE_GATEWAY_URL does not.
     settings = Settings.from_env(os.environ)
     gateway = LocalGateway.from_settings(settings.gateway)  # names the extra if it is missing
+    sock = listen(args.host, args.port)  # before the models load: a port in use fails at once
     shared_engines()  # load now: a broken install fails here, and no request waits for it
     app = create_gateway_app(gateway, api_key=args.api_key)
     log.info("local gateway on http://%s:%d/v1 (%s)", args.host, args.port, ", ".join(MODEL_IDS))
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[sock])
     return 0
 
 
@@ -316,68 +402,6 @@ def _token(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
     print(token)
-    return 0
-
-
-def _call(args: argparse.Namespace) -> int:
-    from voice.audio.wav import load_wav, save_wav
-    from voice.bench.caller import CallRefused, with_token
-    from voice.bench.native import call
-
-    recording = load_wav(args.wav)
-
-    def show(event: dict[str, Any]) -> None:
-        kind = event.get("type")
-        if kind == "input.transcript":
-            print(f"you:       {event['text']}")
-        elif kind == "response.started":
-            print("assistant: ", end="", flush=True)
-        elif kind == "response.text.delta":
-            print(event["delta"], end="", flush=True)
-        elif kind == "response.done":
-            print()
-            if event["status"] != "completed":
-                print(f"({event['status']}; kept: {event['text']!r})")
-            timings = event["timings"]
-            print(
-                "timings:   "
-                + "  ".join(f"{k}={v:.0f}" for k, v in timings.items() if v is not None)
-            )
-            if args.record:
-                print("record:    " + json.dumps(event.get("record"), indent=2))
-        elif kind == "error":
-            print(f"\nerror [{event['code']}]: {event['message']}", file=sys.stderr)
-
-    try:
-        result = asyncio.run(
-            call(
-                with_token(args.url, args.token),
-                recording,
-                instructions=args.instructions,
-                timeout_s=args.timeout,
-                on_event=show,
-            )
-        )
-    except CallRefused as refused:
-        hint = (
-            " (pass --token, or set VOICE_TOKEN)"
-            if "401" in str(refused) and not args.token
-            else ""
-        )
-        print(
-            f"voice: the server refused the call: {refused}: {refused.message}{hint}",
-            file=sys.stderr,
-        )
-        return 1
-    if result.voice_to_voice_ms is not None:
-        print(f"voice-to-voice (heard here): {result.voice_to_voice_ms:.0f} ms")
-    if args.save is not None:
-        reply = result.reply_frame()
-        save_wav(args.save, reply)
-        print(f"reply audio: {args.save} ({reply.duration_ms / 1000:.1f} s)")
-    if not result.of_type("response.done"):
-        print("no reply arrived", file=sys.stderr)
-        return 1
     return 0
 
 

@@ -99,7 +99,13 @@ class Caller:
             first.set_result(captured)
         if not self._mic:
             self._spoken.set()
+            self._changed.set()  # a waiter may be waiting for the end of what it said
         return frame
+
+    @property
+    def spoken(self) -> bool:
+        """Everything queued has been sent (or the line is gone)."""
+        return self._spoken.is_set()
 
     def hush(self) -> None:
         """Drop what is queued but not yet sent (the caller starts something else)."""

@@ -7,7 +7,7 @@ import asyncio
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from voice.bench.caller import with_token
 from voice.bench.report import progress_line, table, write_html, write_json
@@ -33,7 +33,6 @@ def add_parser(commands: Any) -> None:
     bench.add_argument("-n", "--sessions", type=int, default=1, help="concurrent callers")
     bench.add_argument(
         "--token",
-        default=os.environ.get("VOICE_TOKEN"),
         help="caller token, for a server with VOICE_AUTH_SECRET (`voice token`); default "
         "$VOICE_TOKEN",
     )
@@ -46,9 +45,20 @@ def add_parser(commands: Any) -> None:
     bench.add_argument(
         "--barge-in-delay", type=float, default=0.8, help="seconds into the reply to interrupt"
     )
-    bench.add_argument("--samples", type=Path, default=DEFAULT_SAMPLES, help="folder/manifest")
-    bench.add_argument("--json", type=Path, help="write every turn's figures here")
-    bench.add_argument("--html", type=Path, help="write a self-contained report here")
+    bench.add_argument(
+        "--samples",
+        type=Path,
+        nargs="+",
+        default=[],
+        metavar="PATH",
+        help="the recordings: folders (every audio file in one, or what its manifest.json "
+        "lists), manifests, or files (WAV, MP3, Ogg, FLAC, M4A); a manifest's text gives a "
+        f"word error rate (default: {DEFAULT_SAMPLES.name}/, the recordings shipped with voice)",
+    )
+    bench.add_argument("--json", type=Path, metavar="FILE", help="write every turn's figures here")
+    bench.add_argument(
+        "--html", type=Path, metavar="FILE", help="write a self-contained report here"
+    )
     bench.add_argument(
         "--find-capacity",
         action="store_true",
@@ -61,8 +71,13 @@ def add_parser(commands: Any) -> None:
     bench.set_defaults(run=run)
 
 
+def _token(args: argparse.Namespace) -> str | None:
+    # Read here, not as the option's default: --help shows defaults, and this is a secret.
+    return args.token or os.environ.get("VOICE_TOKEN")
+
+
 def run(args: argparse.Namespace) -> int:
-    recordings = load_recordings(args.samples)
+    recordings = load_recordings(*args.samples)
     workload = Workload(
         sessions=args.sessions,
         ramp_per_s=args.ramp,
@@ -73,16 +88,45 @@ def run(args: argparse.Namespace) -> int:
     )
     if args.find_capacity:
         return asyncio.run(_capacity(args, workload, recordings))
+    progress = Progress(sys.stderr)
     result = asyncio.run(
-        run_bench(with_token(args.url, args.token), workload, recordings, progress=_live)
+        run_bench(with_token(args.url, _token(args)), workload, recordings, progress=progress)
     )
-    print(file=sys.stderr)
+    progress.end()
     _finish(args, result)
     return 0 if result.voice_to_voice() else 1
 
 
-def _live(snapshot: Snapshot) -> None:
-    print("\r" + progress_line(snapshot), end="", file=sys.stderr, flush=True)
+PLAIN_EVERY_S = 5.0
+"""Off a terminal, the progress line is written this often (seconds of the run)."""
+
+
+class Progress:
+    """The live progress line on ``stream``: on a terminal, one line repainted in place
+    every second; anywhere else (a log, a pipe), a plain line every :data:`PLAIN_EVERY_S`,
+    so a log reads line by line instead of as one line of carriage returns."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+        self._tty = stream.isatty()
+        self._painted = False
+        self._written_at: float | None = None
+
+    def __call__(self, snapshot: Snapshot) -> None:
+        if self._tty:
+            print("\r" + progress_line(snapshot), end="", file=self._stream, flush=True)
+            self._painted = True
+            return
+        if self._written_at is None or snapshot.elapsed_s - self._written_at >= PLAIN_EVERY_S:
+            self._written_at = snapshot.elapsed_s
+            print(progress_line(snapshot), file=self._stream, flush=True)
+
+    def end(self) -> None:
+        """A run is over: end the repainted line, so what follows starts on its own."""
+        if self._painted:
+            print(file=self._stream, flush=True)
+            self._painted = False
+        self._written_at = None
 
 
 def _finish(args: argparse.Namespace, result: BenchResult) -> None:
@@ -98,18 +142,20 @@ def _finish(args: argparse.Namespace, result: BenchResult) -> None:
 async def _capacity(args: argparse.Namespace, base: Workload, recordings: list[Any]) -> int:
     held: BenchResult | None = None
     level = max(1, args.sessions)
+    progress = Progress(sys.stderr)
     while level <= args.limit:
         workload = base.model_copy(update={"sessions": level})
-        print(f"\n== {level} sessions", file=sys.stderr)
+        print(f"== {level} sessions", file=sys.stderr)
         result = await run_bench(
-            with_token(args.url, args.token), workload, recordings, progress=_live
+            with_token(args.url, _token(args)), workload, recordings, progress=progress
         )
+        progress.end()
         summary = result.summary()
         p95 = summary["voice_to_voice_ms"]["p95"]
         ok = p95 is not None and p95 <= args.max_p95_ms
         ok = ok and summary["error_rate"] <= args.max_error_rate
         print(
-            f"\n{level} sessions: v2v p95 {p95} ms, error rate {summary['error_rate']:.1%} "
+            f"{level} sessions: v2v p95 {p95} ms, error rate {summary['error_rate']:.1%} "
             f"-> {'held' if ok else 'broke'}",
             file=sys.stderr,
         )

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from voice.audio.frames import PcmFrame
 from voice.audio.level import rms_dbfs
 
 THRESHOLD_DBFS = -45.0
@@ -127,3 +128,12 @@ class Ear:
             if rms_dbfs(self._pending) > self._threshold:
                 self._loud.append(self._pending_at)
             self._pending = b""
+
+
+def sound_span(audio: PcmFrame) -> Span | None:
+    """Where sound starts and ends in a whole recording (seconds from its start), judged as
+    an ear judges reply audio; None if it holds none."""
+    ear = Ear(audio.sample_rate)
+    ear.receive(audio.pcm, 0.0)
+    spans = ear.spans()
+    return Span(spans[0].start, spans[-1].end) if spans else None

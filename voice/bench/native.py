@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from websockets.asyncio.client import ClientConnection
@@ -19,7 +19,7 @@ from websockets.exceptions import ConnectionClosed
 from voice.audio.frames import FRAME_MS, SPEECH_RATE, PcmFrame, frame_bytes
 from voice.audio.resample import resample
 from voice.bench.caller import Caller, EventHook, connect_ws, cut, real_time
-from voice.bench.ear import Ear
+from voice.bench.ear import Ear, sound_span
 from voice.config import PCM_RATES
 
 MAX_MESSAGE = 2**22
@@ -52,6 +52,8 @@ class NativeCaller(Caller):
             **(session or {}),
         }
         self._ws: ClientConnection | None = None
+        self.unanswered: str | None = None
+        """Why :func:`call` stopped waiting before its replies came, if it did."""
 
     async def __aenter__(self) -> NativeCaller:
         self._ws = await connect_ws(self.url, max_size=MAX_MESSAGE, open_timeout=10)
@@ -98,6 +100,12 @@ class NativeCaller(Caller):
             self._hung_up()
 
 
+SETTLE_S = 1.0
+"""After the last frame of the recording left, how long the server has to have heard all of
+it (its VAD calls speech after 100 ms of voiced frames; the events come back in a few ms)
+before a call with no turn open is over."""
+
+
 async def call(
     url: str,
     recording: PcmFrame,
@@ -110,9 +118,11 @@ async def call(
 ) -> NativeCaller:
     """Stream ``recording`` in real time, then silence, until ``responses`` replies end.
 
-    Returns the caller, hung up, once enough ``response.done`` events arrived, the server
-    closed, or ``timeout_s`` passed; its reply audio is kept, at ``output_rate``. The
-    recording goes up at its own rate if the protocol takes it, else at 16 kHz.
+    Returns the caller, hung up, once enough ``response.done`` events arrived or, with
+    ``unanswered`` saying why, once none can come any more (:func:`why_no_reply`, asked
+    whenever an event arrives), the server closed, or ``timeout_s`` passed. Its reply audio
+    is kept, at ``output_rate``. The recording goes up at its own rate if the protocol
+    takes it, else at 16 kHz.
     """
     rate = recording.sample_rate if recording.sample_rate in PCM_RATES else 16_000
     session = None if instructions is None else {"instructions": instructions}
@@ -124,11 +134,90 @@ async def call(
         keep_audio=True,
         on_event=on_event,
     )
+    sound = sound_span(recording)
+    last_sound_s = 0.0 if sound is None else sound.end
+    first_frame = 0.0
+    settled = False
+
+    def over() -> bool:
+        if len(caller.of_type("response.done")) >= responses:
+            return True
+        said_all = caller.spoken or time.monotonic() >= first_frame + last_sound_s
+        caller.unanswered = why_no_reply(caller.events, said_all=said_all, settled=settled)
+        return caller.unanswered is not None
+
     async with caller:
         try:
             async with asyncio.timeout(timeout_s):
-                await caller.say(recording)
-                await caller.wait_for_events("response.done", responses, timeout_s=timeout_s)
-        except TimeoutError:
-            pass  # what arrived by then is the result
+                first_frame = await caller.say(recording)
+                await caller.wait_until(lambda: over() or caller.spoken, timeout_s)
+                await caller.wait_until(over, SETTLE_S)
+                settled = True
+                await caller.wait_until(over, timeout_s)
+        except TimeoutError:  # what arrived by then is the result
+            caller.unanswered = f"the {timeout_s:g} s timeout passed first"
+        else:
+            if not over():  # the line is gone
+                caller.unanswered = _hung_up_reason(caller)
     return caller
+
+
+def _hung_up_reason(caller: NativeCaller) -> str:
+    ended = caller.of_type("session.ended")
+    if ended:
+        return f"the server ended the session: {ended[-1].get('message', '')}"
+    broken = [e for e in caller.errors if e.startswith("connection_closed")]
+    return f"the line broke ({broken[-1]})" if broken else "the server closed the call"
+
+
+def why_no_reply(events: Sequence[dict[str, Any]], *, said_all: bool, settled: bool) -> str | None:
+    """Why no (further) reply will come to what the caller said, or None while one may.
+
+    ``events``: the session's, in order. ``said_all``: nothing audible is left to send, so
+    no new turn can begin. ``settled``: besides, the server has had time to hear all of it
+    (:data:`SETTLE_S`). A failed turn (an ``error`` with no reply under way: one under way
+    ends with its own ``response.done``) ends the call once the caller has said all it
+    had to say; anything else only once the server heard it all and no turn is open:
+    speech not yet ended, a turn not yet transcribed, words not yet answered.
+    """
+    speaking = replying = awaiting = False
+    untranscribed = turns = discarded = 0
+    words = False
+    failed: str | None = None
+    for event in events:
+        match event.get("type"):
+            case "input.speech_started":
+                speaking = True
+                failed = None  # a new turn: what becomes of it is what counts now
+            case "input.speech_stopped":
+                speaking = False
+                if event.get("discarded"):
+                    discarded += 1
+                else:
+                    turns += 1
+                    untranscribed += 1
+            case "input.transcript":
+                untranscribed = max(0, untranscribed - 1)
+                if str(event.get("text", "")).strip():
+                    awaiting = words = True
+            case "response.started":
+                replying, awaiting = True, False
+            case "response.done":
+                replying = False
+            case "error":
+                failed = f"the turn failed ({event.get('code', 'error')})"  # the event says why
+                # What that turn was waiting for (its transcript, its reply) is not coming.
+                untranscribed, awaiting = 0, False
+    if replying or speaking:
+        return None
+    if failed is not None and (said_all or settled):
+        return failed
+    if not settled or awaiting or untranscribed:
+        return None
+    if turns == 0 and discarded:
+        return "the server heard only sounds too short to be speech (coughs, clicks)"
+    if turns == 0:
+        return "the server heard no speech in the recording (is it silent, or only noise?)"
+    if not words:
+        return "the server heard speech but recognised no words in it"
+    return "every turn the server heard has been answered"

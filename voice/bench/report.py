@@ -47,6 +47,12 @@ def table(result: BenchResult) -> str:
         if rate
         else f"turns {summary['turns']}"
     )
+    wer = summary["word_error_rate"]
+    if wer["rate"] is not None:
+        lines.append(
+            f"word error rate {wer['rate']:.1%} ({wer['words']} words in {wer['turns']} turns, "
+            "transcripts against the manifest's text)"
+        )
     errors = summary["errors"]
     lines.append(
         "errors: " + (", ".join(f"{k} ×{n}" for k, n in errors.items()) if errors else "none")

@@ -20,7 +20,7 @@ from websockets.exceptions import InvalidHandshake
 from voice.bench.caller import Caller, CallRefused
 from voice.bench.carrier import TWILIO, CarrierCaller
 from voice.bench.native import NativeCaller
-from voice.bench.stats import percentile, summarize
+from voice.bench.stats import percentile, summarize, word_errors, words
 from voice.bench.webrtc import WebRtcCaller
 from voice.bench.workload import Recording, Workload
 
@@ -56,6 +56,11 @@ class TurnResult:
     server: dict[str, float | None] | None = None
     barge_in_stop_ms: float | None = None
     error: str | None = None
+    expected: str | None = None
+    """What the recording says, when its manifest gives it."""
+    transcript: str | None = None
+    """What the server transcribed (native and WebRTC; not barge-in turns, which say two
+    things)."""
 
 
 @dataclass
@@ -91,6 +96,15 @@ class BenchResult:
     def error_rate(self) -> float:
         return sum(1 for t in self.turns if t.error) / max(1, len(self.turns))
 
+    def word_error_rate(self) -> dict[str, float | int | None]:
+        """Word errors over the words said, in turns whose text is known and transcript
+        heard: how well the server's ASR heard these recordings (None without any)."""
+        pairs = [(t.expected, t.transcript) for t in self.turns if t.expected is not None]
+        scored = [(expected, heard) for expected, heard in pairs if heard is not None]
+        said = sum(len(words(expected)) for expected, _ in scored)
+        errors = sum(word_errors(expected, heard) for expected, heard in scored)
+        return {"turns": len(scored), "words": said, "rate": errors / said if said else None}
+
     def summary(self) -> dict[str, Any]:
         stages: dict[str, list[float]] = {}
         for turn in self.turns:
@@ -105,6 +119,7 @@ class BenchResult:
             "turns": len(self.turns),
             "errors": dict(self.errors()),
             "error_rate": self.error_rate(),
+            "word_error_rate": self.word_error_rate(),
             "sessions": self.workload["sessions"],
             "peak_sessions": self.peak_sessions,
             "sessions_per_s": self.workload["sessions"] / self.wall_s if self.wall_s else None,
@@ -170,6 +185,7 @@ class _Run:
             recording=question.name,
             at_s=started - self.began,
             concurrency=self.up,
+            expected=question.text,
         )
         self.result.turns.append(result)
         speech_end = started + question.speech_end_s
@@ -180,6 +196,10 @@ class _Run:
             result.server = await caller.reply_finished(
                 since=since, after=speech_end, timeout_s=w.reply_timeout_s
             )
+            heard = [
+                e["text"] for e in caller.events[since:] if e.get("type") == "input.transcript"
+            ]
+            result.transcript = " ".join(heard) if heard else None
         onset = caller.ear.onset_after(speech_end)
         if onset is not None:
             result.voice_to_voice_ms = round((onset - speech_end) * 1000.0, 1)

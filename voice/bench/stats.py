@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 
 
@@ -25,3 +26,21 @@ def summarize(values: Sequence[float]) -> dict[str, float | int | None]:
         "max": max(values) if values else None,
         "mean": sum(values) / len(values) if values else None,
     }
+
+
+def words(text: str) -> list[str]:
+    """``text`` as words to compare: lower case, without punctuation ("It's" stays one)."""
+    return re.findall(r"[\w']+", text.lower())
+
+
+def word_errors(reference: str, heard: str) -> int:
+    """Word-level edit distance (substitutions + deletions + insertions) from ``reference``
+    to ``heard``: a word error rate's numerator, over ``len(words(reference))``."""
+    ref, hyp = words(reference), words(heard)
+    previous = list(range(len(hyp) + 1))
+    for i, word in enumerate(ref, 1):
+        row = [i]
+        for j, other in enumerate(hyp, 1):
+            row.append(min(previous[j] + 1, row[j - 1] + 1, previous[j - 1] + (word != other)))
+        previous = row
+    return previous[-1]

@@ -8,9 +8,9 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from voice.audio.decode import AUDIO_SUFFIXES, load_audio
 from voice.audio.frames import PcmFrame
-from voice.audio.wav import load_wav
-from voice.bench.ear import Ear
+from voice.bench.ear import sound_span
 from voice.errors import ConfigError
 
 DEFAULT_SAMPLES = Path(__file__).resolve().parent.parent.parent / "samples"
@@ -30,6 +30,8 @@ class Recording:
     speech_start_s: float
     speech_end_s: float
     role: str = "question"
+    text: str | None = None
+    """What is said, when known (a manifest's ``text``): what ASR should have heard."""
 
     @property
     def duration_s(self) -> float:
@@ -55,33 +57,68 @@ class Workload(BaseModel):
     """Longest wait for a reply before the turn counts as an error."""
 
 
-def load_recordings(source: Path = DEFAULT_SAMPLES) -> list[Recording]:
-    """Recordings from a folder holding ``manifest.json`` (or the manifest path itself).
+def load_recordings(*sources: Path) -> list[Recording]:
+    """The recordings a run plays, from each of ``sources`` (default: ``samples/``).
 
-    The manifest lists ``{"samples": [{"file": "x.wav", "role": "question"}, ...]}`` as
-    `samples/manifest.json` does; ``role`` is ``question`` (default) or ``interrupt`` (used
-    for barge-in turns). Each recording needs silence after its speech for the reply.
+    A source is an audio file (any format :func:`~voice.audio.decode.load_audio` reads), a
+    folder (every audio file in it, by name, or the ones its ``manifest.json`` lists), or a
+    manifest itself. Without a manifest every recording is a question. A manifest lists
+    ``{"samples": [{"file": "x.wav", "role": "question", "text": "..."}, ...]}`` as
+    `samples/manifest.json` does: ``role`` is ``question`` (default) or ``interrupt`` (played
+    in barge-in turns), and ``text``, what is said, gives the run a word error rate. Each
+    recording needs silence after its speech for the reply.
     """
-    manifest = source / "manifest.json" if source.is_dir() else source
-    if not manifest.is_file():
-        raise ConfigError(f"no manifest.json at {source}; see samples/manifest.json for the form")
-    recordings = []
-    for entry in json.loads(manifest.read_text())["samples"]:
-        audio = load_wav(manifest.parent / entry["file"])
-        ear = Ear(audio.sample_rate)
-        ear.receive(audio.pcm, 0.0)
-        spans = ear.spans()
-        if not spans:
-            raise ConfigError(f"{entry['file']}: no speech found (is it silent?)")
-        recordings.append(
-            Recording(
-                name=entry["file"],
-                audio=audio,
-                speech_start_s=spans[0].start,
-                speech_end_s=spans[-1].end,
-                role=entry.get("role", "question"),
-            )
-        )
+    recordings: list[Recording] = []
+    for source in sources or (DEFAULT_SAMPLES,):
+        manifest = source / "manifest.json" if source.is_dir() else source
+        if manifest.suffix == ".json" and manifest.is_file():
+            recordings += _from_manifest(manifest)
+        elif source.is_dir():
+            files = sorted(p for p in source.iterdir() if p.suffix.lower() in AUDIO_SUFFIXES)
+            if not files:
+                kinds = ", ".join(AUDIO_SUFFIXES)
+                raise ConfigError(f"{source}: no recordings in it (no {kinds} files)")
+            recordings += [_recording(path, path.name) for path in files]
+        else:
+            recordings.append(_recording(source, source.name))
     if not any(r.role == "question" for r in recordings):
-        raise ConfigError(f"{manifest} lists no recording with role 'question'")
+        raise ConfigError("no recording to ask with: every one is listed as an 'interrupt'")
     return recordings
+
+
+def _from_manifest(manifest: Path) -> list[Recording]:
+    try:
+        entries = json.loads(manifest.read_text())["samples"]
+        return [
+            _recording(
+                manifest.parent / entry["file"],
+                entry["file"],
+                role=entry.get("role", "question"),
+                text=entry.get("text"),
+            )
+            for entry in entries
+        ]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(
+            f"{manifest}: not a recordings manifest ({type(exc).__name__}: {exc}); see "
+            "samples/manifest.json for the form"
+        ) from None
+
+
+def _recording(
+    path: Path, name: str, *, role: str = "question", text: str | None = None
+) -> Recording:
+    if role not in ("question", "interrupt"):
+        raise ConfigError(f"{name}: role {role!r} is neither 'question' nor 'interrupt'")
+    audio = load_audio(path)
+    span = sound_span(audio)
+    if span is None:
+        raise ConfigError(f"{path}: no speech found (is it silent?)")
+    return Recording(
+        name=name,
+        audio=audio,
+        speech_start_s=span.start,
+        speech_end_s=span.end,
+        role=role,
+        text=text,
+    )
