@@ -68,6 +68,9 @@ ENV_APP = "VOICE_WORKER_APP"
 STOP_S = 15.0
 """How long the supervisor waits for workers to stop once their calls have ended (uvicorn's
 graceful shutdown, ``GRACEFUL_S``, plus time to close) before it kills them."""
+DRAIN_TICK_S = 0.4
+"""The supervisor looks at the workers' live sessions this long after the stop signal at
+the earliest (then each half second)."""
 DRAIN_SIGNAL = signal.SIGUSR1
 """The supervisor's word to its workers: drain (stop taking calls, let the calls go on)."""
 
@@ -168,7 +171,9 @@ class _Supervisor(Multiprocess):
     def keep_subprocess_alive(self) -> None:
         if self._drain_since is None:
             super().keep_subprocess_alive()
-        else:  # draining: no worker is started again; stop once every call has ended
+        elif time.monotonic() - self._drain_since >= DRAIN_TICK_S:
+            # Draining: no worker is started again; stop once every call has ended (read a
+            # tick after the signal, when every worker refuses new calls).
             active = SharedMetrics(self._metrics_dir).sessions_active()
             if active == 0 or time.monotonic() - self._drain_since > self._drain_s:
                 log.info("drained (%d sessions left): stopping the workers", active)
