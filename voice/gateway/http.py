@@ -278,6 +278,23 @@ class HttpGateway:
         except httpx.HTTPError as exc:
             log.debug("warming the gateway connection failed: %s", self._redact(repr(exc)))
 
+    async def probe(self, timeout_s: float) -> list[str]:
+        """Is the gateway answering now? Its model ids from one ``GET models``, not retried,
+        each phase within ``timeout_s`` (voice/app/gateway_health.py asks). Errors are those
+        of :meth:`models`; an answer also warms the pool, as :meth:`warm` would."""
+        m = self._models
+        route = _Route(m.method, m.path, m.label, httpx.Timeout(timeout_s), timeout_s, timeout_s)
+        clock = _Clock()
+        async with self._open(route, clock=clock) as response:
+            try:
+                async with asyncio.timeout_at(clock.due):
+                    await response.aread()
+            except TimeoutError:
+                raise self._timeout(route, _request_id(response), first=True) from None
+            ids = self._parse(route, response, lambda: wire.model_ids(response.content))
+        self._warmed_at = time.monotonic()
+        return ids
+
     # -- one request ------------------------------------------------------------------------
 
     @asynccontextmanager
