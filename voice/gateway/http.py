@@ -31,6 +31,8 @@ from __future__ import annotations
 import asyncio
 import importlib.metadata
 import logging
+import os
+import socket
 import time
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Mapping, Sequence
@@ -719,6 +721,17 @@ def _trim(text: str, limit: int = 200) -> str:
 
 
 def _why(exc: Exception) -> str:
+    """What went wrong, in words: the system's for the socket error under ``exc`` (anyio
+    reports a refused connection as "All connection attempts failed", the cause's cause)."""
+    cause: BaseException | None = exc
+    for _ in range(8):  # a chain is a few links; a bound in case one loops
+        if cause is None:
+            break
+        if isinstance(cause, socket.gaierror) and cause.strerror:
+            return cause.strerror
+        if isinstance(cause, OSError) and cause.errno:
+            return os.strerror(cause.errno).lower()
+        cause = cause.__cause__ or cause.__context__
     return str(exc) or type(exc).__name__
 
 
