@@ -152,9 +152,7 @@ class Admission:
         self._notices = notices
         self._gateway = gateway
         self._metrics = metrics
-        self._observe: Emit = metrics.observe
-        if health is not None and health.watched:
-            self._observe = _both(metrics.observe, health.observe)
+        self._health = health if health is not None and health.watched else None
         self._active = active
         secret = settings.auth.secret
         self._tokens = None if secret is None else TokenVerifier(secret.get_secret_value())
@@ -197,7 +195,7 @@ class Admission:
             session_id=transport.id_prefix + secrets.token_hex(6),
             settings=self._settings,
             gateway=self._gateway,
-            observe=self._observe,
+            observe=self._observer(),
             max_session_s=pins.max_session_s if pins is not None else limits.max_session_s,
             notices=self._notices,
         )
@@ -219,6 +217,12 @@ class Admission:
         call = Call(session, transport, on_end=ended, warm=warm)
         self.calls.add(call)
         return call
+
+    def _observer(self) -> Emit:
+        """What a new session's events go to: the metrics and, if watched, the gateway health."""
+        if self._health is None:
+            return self._metrics.observe
+        return _both(self._metrics.observe, self._health.observe)
 
 
 async def refuse_websocket(websocket: WebSocket, refused: CallRefused, *, event: bool) -> None:
