@@ -8,7 +8,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from contextlib import asynccontextmanager, suppress
+from contextlib import AsyncExitStack, asynccontextmanager, suppress
 from pathlib import Path
 
 import httpx
@@ -58,10 +58,14 @@ async def until(predicate, timeout_s=20.0):
 
 
 @asynccontextmanager
-async def voice_serve(*flags, workers=2, simulation=SIMULATION, env=None):
+async def voice_serve(*flags, workers=2, simulation=SIMULATION, env=None, gateway_url=None):
     """``voice serve --workers N`` in its own process, against the simulated gateway served
-    here over HTTP; yields (process, base URL). ``env``: more environment variables."""
-    async with serve_app(create_gateway_app(SimulatedGateway(simulation))) as gateway_url:
+    here over HTTP, or ``gateway_url``; yields (process, base URL). ``env``: more environment
+    variables."""
+    async with AsyncExitStack() as stack:
+        if gateway_url is None:
+            gateway = create_gateway_app(SimulatedGateway(simulation))
+            gateway_url = await stack.enter_async_context(serve_app(gateway))
         port = free_port()
         command = [sys.executable, "-m", "voice.cli", "serve", "--port", str(port)]
         command += ["--gateway-url", gateway_url, "--workers", str(workers), *flags]

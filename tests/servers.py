@@ -29,9 +29,11 @@ from voice.config import ServerSettings
 
 @asynccontextmanager
 async def serve_app(
-    app: ASGIApp, *, graceful_s: int = 5, server: ServerSettings | None = None
+    app: ASGIApp, *, graceful_s: int = 5, server: ServerSettings | None = None, port: int = 0
 ) -> AsyncIterator[str]:
     """Serve ``app`` until the block exits; yields the base URL ``http://127.0.0.1:PORT``.
+
+    ``port``: a given one (a server that comes back where it was), else a free one.
 
     On exit the server stops accepting, lets open requests finish for up to ``graceful_s``
     seconds, then cancels what is left, so a test that leaves a stream open still ends.
@@ -40,7 +42,7 @@ async def serve_app(
     # before the server starts.
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
+    sock.bind(("127.0.0.1", port))
     port = sock.getsockname()[1]
     if server is None:  # the voice app's own server settings, else the defaults
         state = getattr(getattr(app, "state", None), "voice", None)

@@ -102,6 +102,15 @@ class GatewaySettings(_Frozen):
     asset's smallest unit: for USDC, millionths of a dollar). Needed with ``x402_payer``."""
     x402_timeout_s: float = Field(default=10.0, gt=0, le=120)
     """Longest wait for the payer's answer; past it, the request fails as unpaid."""
+    # -- health: what /ready says about the gateway (voice/app/gateway_health.py) ------------
+    probe_s: float = Field(default=5.0, gt=0)
+    """While the gateway is unreachable, how often it is asked for its models (``GET
+    models``) until it answers; never while it is reachable (voice/app/gateway_health.py)."""
+    probe_timeout_s: float = Field(default=3.0, gt=0, le=60)
+    """How long one such probe waits for the answer."""
+    failure_threshold: int = Field(default=3, ge=1)
+    """Turns in a row that fail because the gateway could not be reached or timed out, after
+    which ``/ready`` answers 503 until a probe gets an answer."""
 
     @field_validator("url")
     @classmethod
@@ -502,6 +511,9 @@ ENV_VARS: dict[str, tuple[str, str]] = {
     "VOICE_X402_PAYER": ("gateway", "x402_payer"),
     "VOICE_X402_MAX_PRICE": ("gateway", "x402_max_price"),
     "VOICE_X402_TIMEOUT_S": ("gateway", "x402_timeout_s"),
+    "VOICE_GATEWAY_PROBE_S": ("gateway", "probe_s"),
+    "VOICE_GATEWAY_PROBE_TIMEOUT_S": ("gateway", "probe_timeout_s"),
+    "VOICE_GATEWAY_FAILURE_THRESHOLD": ("gateway", "failure_threshold"),
     "VOICE_VAD_AGGRESSIVENESS": ("turn", "vad_aggressiveness"),
     "VOICE_TURN_HANGOVER_MS": ("turn", "hangover_ms"),
     "VOICE_INSTRUCTIONS": ("pipeline", "instructions"),

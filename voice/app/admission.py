@@ -32,14 +32,16 @@ from starlette.websockets import WebSocket
 from websockets.frames import CloseCode
 
 from voice.app.auth import Caller, Origins, TokenVerifier, token_from
+from voice.app.gateway_health import GatewayHealth
 from voice.app.metrics import Metrics
 from voice.app.responses import error_response
 from voice.config import Settings
-from voice.core.events import ErrorEvent
+from voice.core.events import ErrorEvent, SessionEvent
 from voice.errors import CallRefused, ServerBusy, ServerDraining
 from voice.gateway.base import Gateway
 from voice.pipeline.notices import Notices
 from voice.pipeline.session import Session
+from voice.pipeline.sink import Emit
 from voice.transports.wire import event_to_wire
 
 logger = logging.getLogger(__name__)
@@ -132,7 +134,8 @@ class Admission:
     """Lets calls in, up to the server's capacity, and builds each one's session.
 
     ``active`` counts the whole server's sessions (every worker's); this process's own are
-    in ``metrics``, which also observes every session event.
+    in ``metrics``, which also observes every session event, as ``health`` does (turns that
+    failed for want of the gateway).
     """
 
     def __init__(
@@ -143,11 +146,13 @@ class Admission:
         metrics: Metrics,
         active: Callable[[], int],
         notices: Notices | None = None,
+        health: GatewayHealth | None = None,
     ) -> None:
         self._settings = settings
         self._notices = notices
         self._gateway = gateway
         self._metrics = metrics
+        self._health = health if health is not None and health.watched else None
         self._active = active
         secret = settings.auth.secret
         self._tokens = None if secret is None else TokenVerifier(secret.get_secret_value())
@@ -190,7 +195,7 @@ class Admission:
             session_id=transport.id_prefix + secrets.token_hex(6),
             settings=self._settings,
             gateway=self._gateway,
-            observe=metrics.observe,
+            observe=self._observer(),
             max_session_s=pins.max_session_s if pins is not None else limits.max_session_s,
             notices=self._notices,
         )
@@ -213,6 +218,12 @@ class Admission:
         self.calls.add(call)
         return call
 
+    def _observer(self) -> Emit:
+        """What a new session's events go to: the metrics and, if watched, the gateway health."""
+        if self._health is None:
+            return self._metrics.observe
+        return _both(self._metrics.observe, self._health.observe)
+
 
 async def refuse_websocket(websocket: WebSocket, refused: CallRefused, *, event: bool) -> None:
     """Refuse a handshake: as an HTTP response before the upgrade (401, 403, 503 while
@@ -227,6 +238,14 @@ async def refuse_websocket(websocket: WebSocket, refused: CallRefused, *, event:
     if event:
         await websocket.send_json(event_to_wire(ErrorEvent(refused.code, refused.message)))
     await websocket.close(code=close_code(refused), reason=refused.message[:120])
+
+
+def _both(first: Emit, second: Emit) -> Emit:
+    def observe(event: SessionEvent) -> None:
+        first(event)
+        second(event)
+
+    return observe
 
 
 def _peer(conn: HTTPConnection) -> str:

@@ -1,7 +1,7 @@
 """``create_app``: the ASGI app `voice serve` runs, and that other services mount.
 
 Mounted inside a Starlette or FastAPI service, the host app runs this app's lifespan (which
-warms and closes its gateway, and closes live WebRTC calls) by taking it as its own::
+probes, warms and closes its gateway, and closes live WebRTC calls) by taking it as its own::
 
     voice_app = create_app()
     app = Starlette(routes=[Mount("/voice", app=voice_app)],
@@ -70,10 +70,17 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        await state.gateway.warm()
+        health = state.gateway_health
         try:
+            # An HTTP gateway is first asked for its models (voice/app/gateway_health.py); an
+            # answer leaves a pooled connection, as warm() would. Unreachable, it is not
+            # warmed here: the first call will try.
+            await health.start()
+            if health.reachable:
+                await state.gateway.warm()
             yield
         finally:
+            await health.aclose()
             await state.webrtc.aclose()
             if owned:
                 await state.gateway.aclose()

@@ -1,5 +1,6 @@
-"""``/health`` (the process answers), ``/ready`` (503 at capacity or while draining for a
-stop: send no more calls here) and ``/metrics`` (Prometheus text, the whole server's)."""
+"""``/health`` (the process answers), ``/ready`` (503 at capacity, while draining for a stop,
+or while this process cannot reach its gateway: send no more calls here) and ``/metrics``
+(Prometheus text, the whole server's)."""
 
 from __future__ import annotations
 
@@ -31,6 +32,9 @@ async def _ready(request: Request) -> Response:
     body: dict[str, object] = {"sessions": active, "max_sessions": limit}
     if state.admission.draining:
         body["status"] = "draining"
+    elif not state.gateway_health.reachable:
+        body["status"] = "gateway_unreachable"
+        body["gateway"] = state.gateway_health.reason
     elif active >= limit:
         body["status"] = "full"
     else:

@@ -1,5 +1,5 @@
-"""What the app's routes share: settings, the gateway, metrics, live WebRTC peers, and the
-admission path. One per app, at ``app.state.voice``."""
+"""What the app's routes share: settings, the gateway and its health, metrics, live WebRTC
+peers, and the admission path. One per app, at ``app.state.voice``."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from starlette.requests import HTTPConnection
 
 from voice.app.admission import Admission
 from voice.app.drain import Drain
+from voice.app.gateway_health import GatewayHealth, Probed
 from voice.app.metrics import Metrics, SharedMetrics
 from voice.config import Settings
 from voice.core.limits import PerKeyRate
@@ -26,6 +27,8 @@ class AppState:
     """Live WebRTC sessions; their peer connections outlive the offer request."""
     shared: SharedMetrics | None = None
     """Every worker's figures, when this process is one of ``voice serve --workers``."""
+    gateway_health: GatewayHealth = field(init=False)
+    """Whether this process reaches its gateway (``/ready`` says so)."""
     admission: Admission = field(init=False)
     drain: Drain = field(init=False)
     """Stops the server without dropping a call (SIGTERM)."""
@@ -34,10 +37,13 @@ class AppState:
 
     def __post_init__(self) -> None:
         self.offers = PerKeyRate(self.settings.limits.offers_per_min)
+        probed = self.gateway if isinstance(self.gateway, Probed) else None
+        self.gateway_health = GatewayHealth(probe=probed, settings=self.settings.gateway)
         self.admission = Admission(
             settings=self.settings,
             gateway=self.gateway,
             metrics=self.metrics,
+            health=self.gateway_health,
             active=self.sessions_active,
             notices=load_notices(self.settings.pipeline),
         )

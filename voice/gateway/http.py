@@ -31,6 +31,8 @@ from __future__ import annotations
 import asyncio
 import importlib.metadata
 import logging
+import os
+import socket
 import time
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Mapping, Sequence
@@ -277,6 +279,23 @@ class HttpGateway:
             log.debug("warmed the gateway connection (models: HTTP %d)", response.status_code)
         except httpx.HTTPError as exc:
             log.debug("warming the gateway connection failed: %s", self._redact(repr(exc)))
+
+    async def probe(self, timeout_s: float) -> list[str]:
+        """Is the gateway answering now? Its model ids from one ``GET models``, not retried,
+        each phase within ``timeout_s`` (voice/app/gateway_health.py asks). Errors are those
+        of :meth:`models`; an answer also warms the pool, as :meth:`warm` would."""
+        m = self._models
+        route = _Route(m.method, m.path, m.label, httpx.Timeout(timeout_s), timeout_s, timeout_s)
+        clock = _Clock()
+        async with self._open(route, clock=clock) as response:
+            try:
+                async with asyncio.timeout_at(clock.due):
+                    await response.aread()
+            except TimeoutError:
+                raise self._timeout(route, _request_id(response), first=True) from None
+            ids = self._parse(route, response, lambda: wire.model_ids(response.content))
+        self._warmed_at = time.monotonic()
+        return ids
 
     # -- one request ------------------------------------------------------------------------
 
@@ -702,6 +721,17 @@ def _trim(text: str, limit: int = 200) -> str:
 
 
 def _why(exc: Exception) -> str:
+    """What went wrong, in words: the system's for the socket error under ``exc`` (anyio
+    reports a refused connection as "All connection attempts failed", the cause's cause)."""
+    cause: BaseException | None = exc
+    for _ in range(8):  # a chain is a few links; a bound in case one loops
+        if cause is None:
+            break
+        if isinstance(cause, socket.gaierror) and cause.strerror:
+            return cause.strerror
+        if isinstance(cause, OSError) and cause.errno:
+            return os.strerror(cause.errno).lower()
+        cause = cause.__cause__ or cause.__context__
     return str(exc) or type(exc).__name__
 
 
