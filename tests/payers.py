@@ -7,6 +7,7 @@ that really pays the simulated gateway.
 
 import asyncio
 import threading
+from pathlib import Path
 
 from voice.gateway.x402 import PaymentChallenge
 
@@ -14,6 +15,17 @@ challenges: list[PaymentChallenge] = []
 given: list[dict[str, str]] = []
 release = threading.Event()
 """Lets :func:`blocking` return; set by the test that made it block."""
+EXAMPLES = Path(__file__).parent.parent / "docs" / "examples"
+
+
+def prepare(monkeypatch, secret: str) -> None:
+    """For one test: the documented payer importable, paying with the simulated gateway's
+    ``secret``, and nothing noted yet."""
+    monkeypatch.syspath_prepend(str(EXAMPLES))
+    monkeypatch.setenv("SIM_X402_SECRET", secret)
+    challenges.clear()
+    given.clear()
+    release.clear()
 
 
 def _example(challenge: PaymentChallenge) -> dict[str, str] | None:

@@ -6,7 +6,6 @@ import asyncio
 import json
 import time
 from contextlib import asynccontextmanager
-from pathlib import Path
 
 import httpx
 import pytest
@@ -23,7 +22,6 @@ from voice.gateway.server import create_gateway_app
 from voice.gateway.simulated import Fault, PaywallSettings, SimulatedGateway, SimulationSettings
 from voice.gateway.x402 import parse_challenge
 
-EXAMPLES = Path(__file__).parent.parent / "docs" / "examples"
 SECRET = "sim-shared-secret"
 API_KEY = "sk-x402-test-key"
 REPLY = "Paid for. Here is the answer."
@@ -42,11 +40,7 @@ MESSAGES = [ChatMessage("user", "what does it cost")]
 
 @pytest.fixture(autouse=True)
 def payer_env(monkeypatch):
-    monkeypatch.syspath_prepend(str(EXAMPLES))
-    monkeypatch.setenv("SIM_X402_SECRET", SECRET)
-    payers.challenges.clear()
-    payers.given.clear()
-    payers.release.clear()
+    payers.prepare(monkeypatch, SECRET)
     yield
     payers.release.set()  # a blocked payer's thread ends with the test
 

@@ -8,7 +8,6 @@ import asyncio
 import base64
 import json
 import logging
-from pathlib import Path
 
 import pytest
 
@@ -20,7 +19,6 @@ from voice.bench.native import NativeCaller, call
 from voice.gateway.base import ReferenceVoice
 from voice.gateway.simulated import PaywallSettings
 
-EXAMPLES = Path(__file__).parent.parent / "docs" / "examples"
 SECRET = "sim-x402-shared"
 API_KEY = "sk-live-DO-NOT-LEAK-0001"
 SCOPED_KEY = "pk-pipeline-DO-NOT-LEAK-0002"
@@ -42,10 +40,7 @@ VOICE_REF = {
 
 @pytest.fixture(autouse=True)
 def payer_env(monkeypatch):
-    monkeypatch.syspath_prepend(str(EXAMPLES))
-    monkeypatch.setenv("SIM_X402_SECRET", SECRET)
-    payers.challenges.clear()
-    payers.given.clear()
+    payers.prepare(monkeypatch, SECRET)
 
 
 async def test_response_done_records_every_gateway_call_of_the_turn(caplog):
