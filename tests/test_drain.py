@@ -3,6 +3,7 @@ call over a real socket mid-reply, the simulated gateway over HTTP (voice/app/dr
 
 import asyncio
 import json
+import os
 import signal
 import time
 
@@ -11,7 +12,7 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
-from tests.processes import voice_serve
+from tests.processes import voice_serve, workers_of
 from tests.samples import recording, text
 from tests.servers import serve_app
 from tests.stack import SIMULATION
@@ -43,8 +44,22 @@ async def a_turn(caller, timeout_s=30):
     )
 
 
-@pytest.mark.parametrize("workers", [1, 2], ids=["one-process", "two-workers"])
-async def test_sigterm_lets_a_call_mid_reply_go_on_refuses_new_ones_and_exits_0(workers):
+def stop(process, whole_group):
+    """SIGTERM to the server; ``whole_group``: to each of its processes at once, workers
+    included, as ``systemctl stop`` does (KillMode=control-group)."""
+    pids = [process.pid] + (workers_of(process.pid) if whole_group else [])
+    for pid in pids:
+        os.kill(pid, signal.SIGTERM)
+
+
+@pytest.mark.parametrize(
+    ("workers", "whole_group"),
+    [(1, False), (2, False), (2, True)],
+    ids=["one-process", "two-workers", "two-workers-all-signalled"],
+)
+async def test_sigterm_lets_a_call_mid_reply_go_on_refuses_new_ones_and_exits_0(
+    workers, whole_group
+):
     async with voice_serve(workers=workers, simulation=SLOW) as (process, url):
         ws_url = url.replace("http", "ws", 1) + "/v1/session"
         async with NativeCaller(ws_url) as caller:
@@ -52,7 +67,7 @@ async def test_sigterm_lets_a_call_mid_reply_go_on_refuses_new_ones_and_exits_0(
             await caller.say(recording(SAMPLE))
             # The reply has begun to play.
             assert await caller.wait_until(lambda: caller.ear.received_s > 0.5, timeout_s=30)
-            process.send_signal(signal.SIGTERM)
+            stop(process, whole_group)
             async with httpx.AsyncClient(base_url=url, limits=FRESH) as client:
                 # Every worker says so: no more calls here; the process still answers.
                 async def all_draining():

@@ -136,3 +136,18 @@ def test_the_shipped_notices_say_what_they_should():
         words = [w.strip(".,'") for w in TEXTS[name].lower().split()]
         found = sum(w in heard for w in words)
         assert found >= len(words) - 1, (name, heard)
+
+
+async def test_talking_over_the_goodbye_still_ends_the_session():
+    pipeline = {"max_consecutive_failures": 1}
+    async with stack(failing("chat"), gateway=NO_RETRY, pipeline=pipeline) as (url, _):
+        async with NativeCaller(url, keep_audio=True) as caller:
+            await a_failed_turn(caller)
+            await caller.wait_until(lambda: caller.ear.received_s > 0.5, 10)
+            await caller.say(recording(SAMPLE))  # "hello?" over the closing notice
+            ended = await caller.wait_for(
+                lambda e: e.get("type") == "session.ended", since=0, timeout_s=20
+            )
+            assert ended is not None and ended["reason"] == "gateway_failures"
+            await asyncio.wait_for(caller.closed.wait(), 10)
+            assert caller.ear.received_s < CLOSING_S - 0.5  # it was cut, and the call ended

@@ -6,12 +6,17 @@ import asyncio
 import json
 
 import pytest
+from starlette.applications import Starlette
+from starlette.responses import PlainTextResponse
+from starlette.routing import Route
 from websockets.asyncio.client import connect
 
+from tests.servers import serve_app
 from tests.stack import app_stack
 from voice.app.auth import MAX_TOKEN_BYTES, Pins, mint
 from voice.app.http_guard import MAX_HEAD_BYTES, MAX_HEADERS, MAX_LINE_BYTES
 from voice.bench.caller import with_token
+from voice.config import ServerSettings
 
 TIMEOUT_S = 1.0
 WAIT_S = TIMEOUT_S + 5  # generous: the assertion is that it ends, not how fast
@@ -170,3 +175,52 @@ async def test_the_longest_token_mint_allows_passes_in_the_url_and_a_longer_one_
             pass
     with pytest.raises(ValueError, match="VOICE_INSTRUCTIONS"):
         mint(secret, pins=Pins(instructions="x" * 6000))
+
+
+async def slow_then_answer(request):
+    await asyncio.sleep(2.5 * TIMEOUT_S)
+    return PlainTextResponse("slow")
+
+
+async def echo(request):
+    return PlainTextResponse((await request.body()).decode())
+
+
+SLOW_APP = Starlette(
+    routes=[Route("/slow", slow_then_answer), Route("/echo", echo, methods=["POST"])]
+)
+
+
+async def read_response(reader):
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), WAIT_S)
+    length = int(
+        next(h for h in head.split(b"\r\n") if h.lower().startswith(b"content-length")).split(b":")[
+            1
+        ]
+    )
+    return head.split(b" ", 2)[1], await reader.readexactly(length)
+
+
+async def test_a_request_queued_behind_a_slow_answer_is_not_timed_out_for_it():
+    async with serve_app(SLOW_APP, server=ServerSettings(request_timeout_s=TIMEOUT_S)) as url:
+        reader, writer = await open_raw(url)
+        writer.write(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+        # Pipelined behind it, a request whose body comes in two parts: its time starts only
+        # when the slow answer is done.
+        writer.write(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\nab")
+        await asyncio.sleep(1.5 * TIMEOUT_S)
+        writer.write(b"cd")
+        assert await read_response(reader) == (b"200", b"slow")
+        assert await read_response(reader) == (b"200", b"abcd")
+        writer.close()
+
+
+async def test_blank_lines_on_a_kept_alive_connection_do_not_keep_it_open():
+    async with serve_app(SLOW_APP, server=ServerSettings(request_timeout_s=TIMEOUT_S)) as url:
+        reader, writer = await open_raw(url)
+        writer.write(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nok")
+        assert await read_response(reader) == (b"200", b"ok")
+        writer.write(b"\r\n")  # stops uvicorn's keep-alive timer, begins no request
+        assert await asyncio.wait_for(reader.read(), WAIT_S) is not None  # closed, in time
+        assert reader.at_eof()
+        writer.close()

@@ -47,6 +47,7 @@ class Drain:
     def begin(self) -> asyncio.Task[None]:
         """Start draining (once; later calls return the same task), on the running loop."""
         if self._task is None:
+            self._admission.draining = True  # now, not when the task first runs
             self._task = asyncio.get_running_loop().create_task(self.run())
         return self._task
 

@@ -90,7 +90,15 @@ class GuardedHttpProtocol(HttpToolsProtocol):
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self._header_count = self._head_size = 0
-        self._arm()
+        if self._answered():
+            self._arm()
+        # else: queued behind a response not yet sent (uvicorn stops reading until it is);
+        # its time starts when that response is done (on_response_complete).
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if self._head_bytes != 0 and not self.transport.is_closing():
+            self._arm()  # a next request had begun arriving: its time starts now
 
     def on_message_complete(self) -> None:
         self._disarm()
@@ -102,6 +110,10 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         # limits govern the connection from here.
         self._disarm()
         super().handle_websocket_upgrade()
+
+    def _answered(self) -> bool:
+        """No response is owed: every request so far has been answered whole."""
+        return self.cycle is None or self.cycle.response_complete
 
     def _arm(self) -> None:
         if self._deadline is None:
@@ -133,6 +145,10 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         # header line without its end, which httptools would buffer) is cut off too.
         if self._head_bytes is not None:
             self._head_bytes += len(data)
+        # Bytes on an idle kept-alive connection stop uvicorn's keep-alive timer; if they do
+        # not begin a request (blank lines, which the parser skips), nothing else would end it.
+        if self._deadline is None and self._answered():
+            self._arm()
         super().data_received(data)
         if (
             self._head_bytes is not None

@@ -45,6 +45,7 @@ import sys
 import tempfile
 import threading
 import time
+from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
@@ -55,7 +56,7 @@ from uvicorn.importer import import_from_string
 from uvicorn.supervisors import Multiprocess
 from uvicorn.supervisors.multiprocess import Process
 
-from voice.app.drain import CLOSE_S, LAST_REPLY_S
+from voice.app.drain import CLOSE_S, LAST_REPLY_S, Drain
 from voice.app.metrics import MULTIPROC_DIR, SharedMetrics
 from voice.app.serving import server_config, tune_gc
 from voice.config import ServerSettings
@@ -164,16 +165,24 @@ class _Supervisor(Multiprocess):
             return
         log.info("%s: draining the workers' calls (send it again to stop now)", name)
         self._drain_since = time.monotonic()
+        self._tell_workers(DRAIN_SIGNAL)
+
+    def _tell_workers(self, sig: int) -> None:
         for process in self.processes:
-            if process.pid is not None:
-                os.kill(process.pid, DRAIN_SIGNAL)
+            if process.pid is not None and process.exitcode is None:
+                with suppress(ProcessLookupError):
+                    os.kill(process.pid, sig)
 
     def keep_subprocess_alive(self) -> None:
         if self._drain_since is None:
             super().keep_subprocess_alive()
         elif time.monotonic() - self._drain_since >= DRAIN_TICK_S:
-            # Draining: no worker is started again; stop once every call has ended (read a
-            # tick after the signal, when every worker refuses new calls).
+            # Draining: no worker is started again (one that died leaves the count of live
+            # sessions); one still starting when the signal came is told again; stop once
+            # every call has ended (read a tick after the signal, when each refuses calls).
+            self.processes = [p for p in self.processes if p.process.exitcode is None]
+            self._forget_gone()
+            self._tell_workers(DRAIN_SIGNAL)
             active = SharedMetrics(self._metrics_dir).sessions_active()
             if active == 0 or time.monotonic() - self._drain_since > self._drain_s:
                 log.info("drained (%d sessions left): stopping the workers", active)
@@ -217,10 +226,37 @@ def worker_app() -> Any:
         sys.exit(STARTUP_FAILURE)
     tune_gc()
     if (state := getattr(getattr(app, "state", None), "voice", None)) is not None:
-        # The supervisor says when to drain; the terminal's Ctrl-C reaches it too.
-        asyncio.get_running_loop().add_signal_handler(DRAIN_SIGNAL, state.drain.begin)
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        _drain_on_signals(state.drain)
     return app
+
+
+def _drain_on_signals(drain: Drain) -> None:
+    """In a worker (uvicorn's server is serving it, its stop is the SIGTERM handler now):
+
+    - :data:`DRAIN_SIGNAL`, the supervisor's: drain, and wait to be stopped;
+    - SIGTERM while not draining (sent to every process of the service, as ``systemctl
+      stop`` does, or by the supervisor's SIGHUP to replace this worker): drain, then stop;
+    - SIGTERM while draining (the supervisor's stop, once the calls have ended or on a
+      second signal): stop now;
+    - SIGINT is ignored: the terminal's Ctrl-C reaches the supervisor too, which drains.
+    """
+    stop = signal.getsignal(signal.SIGTERM)
+    if not callable(stop):  # not under uvicorn's signal handling: leave it as it is
+        return
+
+    def stop_now(*_: object) -> None:
+        stop(signal.SIGTERM, None)
+
+    def on_term() -> None:
+        if drain.draining:
+            stop_now()
+        else:
+            drain.begin().add_done_callback(stop_now)
+
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(DRAIN_SIGNAL, drain.begin)
+    loop.add_signal_handler(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _stop_with_the_supervisor() -> None:

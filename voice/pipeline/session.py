@@ -465,11 +465,13 @@ class Session:
             await self._say(self._notices.failure)
             return
         self.log.warning("%d turns in a row failed: ending the session", self._failures)
-        await self._say(self._notices.closing)
-        self.end(
-            "gateway_failures",
-            f"{self._failures} turns in a row could not be answered; call again later",
-        )
+        try:
+            await self._say(self._notices.closing)
+        finally:  # a caller talking over the goodbye still ends the call
+            self.end(
+                "gateway_failures",
+                f"{self._failures} turns in a row could not be answered; call again later",
+            )
 
     async def _say(self, notice: PcmFrame | None) -> None:
         """Play a recorded notice through the caller's output, as a reply's audio plays."""
