@@ -12,28 +12,25 @@ import pytest
 
 from tests import payers
 from tests.servers import serve_app
-from tests.timing import MS, SCALE
+from tests.test_gateway_e2e import FAST as E2E_FAST
+from tests.timing import MS
 from voice.config import GatewaySettings
 from voice.core.dialog import ChatMessage
 from voice.core.record import GatewayCall
 from voice.errors import ConfigError, PaymentRequired
 from voice.gateway.http import HttpGateway
 from voice.gateway.server import create_gateway_app
-from voice.gateway.simulated import Fault, PaywallSettings, SimulatedGateway, SimulationSettings
+from voice.gateway.simulated import Fault, PaywallSettings, SimulatedGateway
 from voice.gateway.x402 import parse_challenge
 
 SECRET = "sim-shared-secret"
 API_KEY = "sk-x402-test-key"
 REPLY = "Paid for. Here is the answer."
-FAST = SimulationSettings(
-    asr_ms=5 * SCALE,
-    ttft_ms=5 * SCALE,
-    ms_per_token=2 * SCALE,
-    tts_ttfb_ms=5 * SCALE,
-    tts_rtf=0.05,
-    speech_ms_per_char=10 * SCALE,
-    replies=[REPLY],
-    x402=PaywallSettings(routes=["chat", "speak"], price=1000, secret=SECRET),
+FAST = E2E_FAST.model_copy(
+    update={
+        "replies": [REPLY],
+        "x402": PaywallSettings(routes=["chat", "speak"], price=1000, secret=SECRET),
+    }
 )
 MESSAGES = [ChatMessage("user", "what does it cost")]
 

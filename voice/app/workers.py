@@ -176,18 +176,20 @@ class _Supervisor(Multiprocess):
     def keep_subprocess_alive(self) -> None:
         if self._drain_since is None:
             super().keep_subprocess_alive()
-        elif time.monotonic() - self._drain_since >= DRAIN_TICK_S:
-            # Draining: no worker is started again (one that died leaves the count of live
-            # sessions); one still starting when the signal came is told again; stop once
-            # every call has ended (read a tick after the signal, when each refuses calls).
-            self.processes = [p for p in self.processes if p.process.exitcode is None]
             self._forget_gone()
-            self._tell_workers(DRAIN_SIGNAL)
-            active = SharedMetrics(self._metrics_dir).sessions_active()
-            if active == 0 or time.monotonic() - self._drain_since > self._drain_s:
-                log.info("drained (%d sessions left): stopping the workers", active)
-                self.should_exit.set()
+            return
+        if time.monotonic() - self._drain_since < DRAIN_TICK_S:
+            return
+        # Draining: no worker is started again (one that died is marked dead, so its live
+        # sessions stop counting); one still starting when the signal came is told again;
+        # stop once every call has ended (read a tick after the signal, when each refuses).
+        self.processes = [p for p in self.processes if p.process.exitcode is None]
         self._forget_gone()
+        self._tell_workers(DRAIN_SIGNAL)
+        active = SharedMetrics(self._metrics_dir).sessions_active()
+        if active == 0 or time.monotonic() - self._drain_since > self._drain_s:
+            log.info("drained (%d sessions left): stopping the workers", active)
+            self.should_exit.set()
 
     def handle_signals(self) -> None:
         super().handle_signals()
