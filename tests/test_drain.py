@@ -14,8 +14,13 @@ from websockets.exceptions import InvalidStatus
 from tests.deploy_stack import until
 from tests.processes import voice_serve, workers_of
 from tests.samples import recording, text
+from tests.servers import serve_app
 from tests.stack import SIMULATION
+from voice.app.factory import create_app
 from voice.bench.native import NativeCaller
+from voice.config import Settings
+from voice.gateway.server import create_gateway_app
+from voice.gateway.simulated import SimulatedGateway
 
 SAMPLE = "q01_what_time.wav"
 # A reply of about 3 s of audio, so that the stop signal lands while it plays.
@@ -125,3 +130,27 @@ async def test_a_second_signal_stops_at_once(workers):
             process.send_signal(signal.SIGINT)
             await asyncio.wait_for(caller.closed.wait(), 15)
             await asyncio.to_thread(process.wait, 15)
+
+
+async def test_while_draining_every_transport_refuses_new_calls_with_503():
+    simulated = SimulatedGateway(SLOW)
+    async with serve_app(create_gateway_app(simulated)) as gateway_url:
+        app = create_app(Settings.model_validate({"gateway": {"url": gateway_url}}))
+        async with serve_app(app) as url:
+            drained = app.state.voice.drain.begin()  # no call in progress: it ends at once
+            await asyncio.wait_for(drained, 5)
+            ws = url.replace("http", "ws", 1)
+            for path in ("/v1/session", "/v1/twilio", "/v1/telnyx"):
+                with pytest.raises(InvalidStatus) as caught:
+                    async with connect(ws + path, open_timeout=10):
+                        pass
+                body = json.loads(caught.value.response.body)
+                assert caught.value.response.status_code == 503, path
+                assert body["error"]["code"] == "server_draining"
+            async with httpx.AsyncClient(base_url=url) as client:
+                offer = await client.post("/v1/webrtc/offer", json={"sdp": "v=0", "type": "offer"})
+                assert offer.status_code == 503
+                assert offer.json()["error"]["code"] == "server_draining"
+                ready = await client.get("/ready")
+                assert (ready.status_code, ready.json()["status"]) == (503, "draining")
+    assert simulated.requests["transcribe"] + simulated.requests["chat"] == 0
