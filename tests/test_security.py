@@ -16,6 +16,7 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
+from tests.processes import voice_serve
 from tests.samples import recording, text
 from tests.stack import REPLY, SIMULATION, app_stack
 from voice.app.auth import Pins, TokenVerifier, mint
@@ -224,3 +225,19 @@ async def test_voice_call_without_a_token_says_the_call_was_refused_and_why():
     text_ = stderr.decode()
     assert "refused the call: HTTP 401 unauthorized" in text_ and "--token" in text_
     assert "Traceback" not in text_
+
+
+@pytest.mark.parametrize("workers", [1, 2], ids=["one-process", "two-workers"])
+async def test_a_token_in_the_query_never_reaches_the_server_log(workers):
+    token = mint(SECRET, sub="log-reader")
+    async with voice_serve(workers=workers, env={"VOICE_AUTH_SECRET": SECRET}) as (process, url):
+        ws = url.replace("http", "ws", 1) + "/v1/session"
+        for _ in range(2):  # either worker may take it
+            async with connect(with_token(ws, token)):
+                pass
+        async with httpx.AsyncClient(base_url=url) as client:
+            await client.get("/health", params={"token": token})
+        await asyncio.sleep(0.5)
+        log = process.log()
+    assert "token=[redacted]" in log
+    assert token not in log and token.split(".")[2] not in log

@@ -18,6 +18,8 @@ or, for browsers, whose WebSocket API cannot set headers, from ``?token=``.
 from __future__ import annotations
 
 import ipaddress
+import logging
+import re
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -149,9 +151,27 @@ def bearer(conn: HTTPConnection) -> str | None:
     return (value.strip() or None) if scheme.lower() == "bearer" else None
 
 
+TOKEN_PARAM = "token"
+"""The query parameter a browser's handshake carries its token in."""
+_TOKEN_IN_QUERY = re.compile(rf"([?&]{TOKEN_PARAM}=)[^&\s\"']+")
+
+
 def token_from(conn: HTTPConnection) -> str | None:
     """The token a request or handshake carries: the Authorization header, else ``?token=``."""
-    return bearer(conn) or conn.query_params.get("token") or None
+    return bearer(conn) or conn.query_params.get(TOKEN_PARAM) or None
+
+
+class TokenRedactor(logging.Filter):
+    """Masks ``?token=`` in log lines: uvicorn logs each request's and handshake's path with
+    its query string, which would put a browser caller's token in the server's log."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(
+                _TOKEN_IN_QUERY.sub(r"\1[redacted]", a) if isinstance(a, str) else a
+                for a in record.args
+            )
+        return True
 
 
 class Origins:

@@ -36,6 +36,8 @@ from typing import Any
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from voice.app.auth import TokenRedactor
+
 log = logging.getLogger(__name__)
 
 MAX_LINE_BYTES = 8 * 1024 - 64
@@ -59,6 +61,15 @@ class ServerConfig(uvicorn.Config):
     def __init__(self, app: Any, *, request_timeout_s: float, **options: Any) -> None:
         super().__init__(app, http=GuardedHttpProtocol, **options)
         self.request_timeout_s = request_timeout_s
+
+    def configure_logging(self) -> None:
+        """uvicorn's logging (here, and again in each worker), with callers' tokens masked
+        in the request lines it logs."""
+        super().configure_logging()
+        for name in ("uvicorn.access", "uvicorn.error"):
+            logger = logging.getLogger(name)
+            if not any(isinstance(f, TokenRedactor) for f in logger.filters):
+                logger.addFilter(TokenRedactor())
 
 
 class _Refused(Exception):
