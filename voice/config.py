@@ -190,6 +190,29 @@ class TurnSettings(_Frozen):
     """Turns with less voiced audio than this are dropped (coughs, clicks)."""
     max_turn_s: float = Field(default=30.0, gt=1)
     """A turn is cut and sent to ASR at this length."""
+    speculation: Literal["off", "asr", "llm", "full"] = "full"
+    """Work started when the caller pauses, before the turn is over (pipeline/speculation.py):
+    ``asr`` transcribes the utterance so far, ``llm`` also starts the chat request, ``full``
+    also the first sentence's speech. All is cancelled if the caller goes on; nothing plays
+    before the turn ends. With it, the pause that ends a turn adapts to the words so far
+    (``hangover_min_ms`` / ``hangover_max_ms``); ``off`` waits ``hangover_ms`` every time."""
+    pause_ms: int = Field(default=200, ge=60)
+    """Pause inside a turn after which speculation starts."""
+    hangover_min_ms: int = Field(default=250, ge=100)
+    """With speculation: the pause that ends a turn whose words read finished."""
+    hangover_max_ms: int = Field(default=900, ge=100)
+    """With speculation: the pause that ends a turn whose words read unfinished (or not
+    transcribed yet)."""
+
+    @model_validator(mode="after")
+    def _check_pauses(self) -> TurnSettings:
+        if not self.pause_ms < self.hangover_min_ms <= self.hangover_max_ms:
+            raise ValueError(
+                "need VOICE_TURN_PAUSE_MS < VOICE_TURN_HANGOVER_MIN_MS <= "
+                f"VOICE_TURN_HANGOVER_MAX_MS, got {self.pause_ms}, {self.hangover_min_ms}, "
+                f"{self.hangover_max_ms}"
+            )
+        return self
 
 
 class PipelineSettings(_Frozen):
@@ -516,6 +539,10 @@ ENV_VARS: dict[str, tuple[str, str]] = {
     "VOICE_GATEWAY_FAILURE_THRESHOLD": ("gateway", "failure_threshold"),
     "VOICE_VAD_AGGRESSIVENESS": ("turn", "vad_aggressiveness"),
     "VOICE_TURN_HANGOVER_MS": ("turn", "hangover_ms"),
+    "VOICE_SPECULATION": ("turn", "speculation"),
+    "VOICE_TURN_PAUSE_MS": ("turn", "pause_ms"),
+    "VOICE_TURN_HANGOVER_MIN_MS": ("turn", "hangover_min_ms"),
+    "VOICE_TURN_HANGOVER_MAX_MS": ("turn", "hangover_max_ms"),
     "VOICE_INSTRUCTIONS": ("pipeline", "instructions"),
     "VOICE_TTS_LOOKAHEAD": ("pipeline", "tts_lookahead"),
     "VOICE_PLAYOUT_LEAD_MS": ("pipeline", "playout_lead_ms"),

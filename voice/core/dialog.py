@@ -50,11 +50,21 @@ class Dialog:
         """Add a reply; after a barge-in, pass only the part the caller heard."""
         self._add("assistant", text)
 
+    def messages_with_user(self, text: str) -> list[ChatMessage]:
+        """What :meth:`messages` would be after ``add_user(text)``, changing nothing: the
+        request a speculative reply makes before the caller's turn is committed."""
+        system = self.instructions.strip()
+        head = [ChatMessage("system", system)] if system else []
+        return head + self._added("user", text)
+
     def _add(self, role: Role, text: str) -> None:
+        self._history = self._added(role, text)
+
+    def _added(self, role: Role, text: str) -> list[ChatMessage]:
+        history = list(self._history)
         text = text.strip()
         if not text:
-            return
-        history = self._history
+            return history
         if history and history[-1].role == role:
             text = f"{history[-1].content} {text}"
             history.pop()
@@ -62,3 +72,4 @@ class Dialog:
         del history[: max(0, len(history) - self.max_messages)]
         while history and history[0].role == "assistant":
             history.pop(0)
+        return history

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from voice.core.record import TurnRecord
+from voice.core.record import SpeculationTally, TurnRecord
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +33,25 @@ class SpeechStopped:
     speech_end_ms: int
     audio: bytes = field(repr=False)
     cut: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class SpeechPaused:
+    """The caller has paused for ``pause_ms`` inside a turn that is long enough to answer;
+    the turn is not over yet. ``audio`` is the utterance so far (as :class:`SpeechStopped`
+    would give it), for a speculative transcription. Internal: not sent to callers."""
+
+    at_ms: int
+    speech_end_ms: int
+    audio: bytes = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class SpeechResumed:
+    """The caller spoke again after a :class:`SpeechPaused`: the same turn goes on, and
+    anything started at the pause is void. Internal: not sent to callers."""
+
+    at_ms: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,13 +137,14 @@ ResponseStatus = Literal["completed", "interrupted", "failed"]
 @dataclass(frozen=True, slots=True)
 class ResponseDone:
     """The reply ended; ``text`` is what the dialog kept (what the caller heard), ``record``
-    the gateway requests it made."""
+    the gateway requests it made, ``speculation`` what speculating on its turns cost."""
 
     response_id: str
     text: str
     status: ResponseStatus
     timings: TurnTimings
     record: TurnRecord = field(default_factory=TurnRecord)
+    speculation: SpeculationTally = field(default_factory=SpeculationTally)
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,7 +176,7 @@ class DtmfReceived:
     digit: str
 
 
-TurnEvent = SpeechStarted | SpeechStopped | SpeechDiscarded
+TurnEvent = SpeechStarted | SpeechStopped | SpeechDiscarded | SpeechPaused | SpeechResumed
 SessionEvent = (
     SpeechStarted
     | SpeechStopped

@@ -91,3 +91,29 @@ class TurnRecord:
         }
         record["omitted"] = self.omitted
         return record
+
+
+def _per_stage() -> dict[Stage, int]:
+    return {stage: 0 for stage in STAGES}
+
+
+@dataclass(slots=True)
+class SpeculationTally:
+    """What speculation cost for the turns one reply answers (``VOICE_SPECULATION``).
+
+    ``pauses``: speculations started (one per pause long enough to speculate on). Per
+    stage, speculative requests whose result the reply used (``committed``) and those
+    thrown away because the caller went on (``cancelled``): a cancelled request was made,
+    and a gateway may bill what it did before it was cancelled.
+    """
+
+    pauses: int = 0
+    committed: dict[Stage, int] = field(default_factory=_per_stage)
+    cancelled: dict[Stage, int] = field(default_factory=_per_stage)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "pauses": self.pauses,
+            "committed": dict(self.committed),
+            "cancelled": dict(self.cancelled),
+        }

@@ -13,7 +13,14 @@ import math
 from collections import deque
 from typing import TYPE_CHECKING
 
-from voice.core.events import SpeechDiscarded, SpeechStarted, SpeechStopped, TurnEvent
+from voice.core.events import (
+    SpeechDiscarded,
+    SpeechPaused,
+    SpeechResumed,
+    SpeechStarted,
+    SpeechStopped,
+    TurnEvent,
+)
 
 if TYPE_CHECKING:
     Logger = logging.Logger | logging.LoggerAdapter[logging.Logger]
@@ -61,6 +68,13 @@ class TurnDetector:
     ``start_ms`` again; it ends, is discarded or is cut by the usual rules. If the caller
     was pausing when the cut fell, the detector returns to silence and the next speech
     starts a normal turn.
+
+    Pauses, for speculation (``pause_ms``, None for none): once a turn with at least
+    ``min_speech_ms`` of voice has paused for ``pause_ms``, :class:`SpeechPaused` gives the
+    utterance so far; if the caller speaks again before the turn ends, :class:`SpeechResumed`
+    follows. While paused, the owner may set how long *this* pause must last to end the
+    turn (:meth:`end_after`, e.g. shorter when the words so far read finished); the next
+    voiced frame restores ``hangover_ms``.
     """
 
     def __init__(
@@ -72,6 +86,7 @@ class TurnDetector:
         preroll_ms: int = 300,
         min_speech_ms: int = 200,
         max_turn_s: float = 30.0,
+        pause_ms: int | None = None,
         logger: Logger | None = None,
     ) -> None:
         durations = {
@@ -85,11 +100,14 @@ class TurnDetector:
         for name, value in durations.items():
             if not value > 0:
                 raise ValueError(f"{name} must be positive, got {value!r}")
+        if pause_ms is not None and not pause_ms > 0:
+            raise ValueError(f"pause_ms must be positive, got {pause_ms!r}")
         if preroll_ms < 200:
             raise ValueError(f"preroll_ms must be at least 200, got {preroll_ms!r}")
         self.frame_ms = frame_ms
         self._start_frames = _frames(start_ms, frame_ms)
-        self._hangover_frames = _frames(hangover_ms, frame_ms)
+        self._default_hangover_frames = _frames(hangover_ms, frame_ms)
+        self._pause_event_frames = None if pause_ms is None else _frames(pause_ms, frame_ms)
         self._min_speech_frames = _frames(min_speech_ms, frame_ms)
         self._max_turn_frames = _frames(max_turn_s * 1000, frame_ms)
         self._log = logger if logger is not None else log
@@ -105,6 +123,8 @@ class TurnDetector:
         self._speech_end_ms = 0
         self._voiced_frames = 0
         self._pause_frames = 0
+        self._hangover_frames = self._default_hangover_frames
+        self._paused_at: int | None = None  # at_ms of this pause's SpeechPaused
 
     @property
     def state(self) -> TurnState:
@@ -155,13 +175,30 @@ class TurnDetector:
             case TurnState.SPEECH | TurnState.ENDING:
                 self._add(frame, voiced=is_speech)
                 if is_speech:
+                    if self._paused_at is not None:
+                        events.append(SpeechResumed(at_ms=onset_ms))
+                        self._paused_at = None
                     self._pause_frames = 0
+                    self._hangover_frames = self._default_hangover_frames
                     self.state = TurnState.SPEECH
                 else:
                     self._pause_frames += 1
                     self.state = TurnState.ENDING
                 if self._pause_frames >= self._hangover_frames:
                     events.append(self._end_turn(cut=False))
+                elif (
+                    self._pause_frames == self._pause_event_frames
+                    and self._voiced_frames >= self._min_speech_frames
+                    and len(self._utterance) < self._max_turn_frames
+                ):
+                    self._paused_at = self.now_ms
+                    events.append(
+                        SpeechPaused(
+                            at_ms=self.now_ms,
+                            speech_end_ms=self._speech_end_ms,
+                            audio=self._preroll_audio + b"".join(self._utterance),
+                        )
+                    )
                 elif len(self._utterance) >= self._max_turn_frames:
                     events.append(self._end_turn(cut=True))
                     if is_speech:
@@ -170,6 +207,17 @@ class TurnDetector:
                         events.append(SpeechStarted(at_ms=self._onset_ms))
         self._preroll.append(frame)
         return events
+
+    def end_after(self, hangover_ms: int, *, pause_at_ms: int) -> list[TurnEvent]:
+        """Let the pause that began with the :class:`SpeechPaused` at ``pause_at_ms`` end the
+        turn once it has lasted ``hangover_ms``: at once (the returned ``SpeechStopped``) if
+        it already has. Ignored, returning nothing, once that pause is over."""
+        if self._paused_at != pause_at_ms or self._state is not TurnState.ENDING:
+            return []
+        self._hangover_frames = _frames(hangover_ms, self.frame_ms)
+        if self._pause_frames >= self._hangover_frames:
+            return [self._end_turn(cut=False)]
+        return []
 
     def _add(self, frame: bytes, *, voiced: bool) -> None:
         self._utterance.append(frame)
@@ -202,6 +250,8 @@ class TurnDetector:
         self._speech_end_ms = 0
         self._voiced_frames = 0
         self._pause_frames = 0
+        self._hangover_frames = self._default_hangover_frames
+        self._paused_at = None
 
 
 def _frames(ms: float, frame_ms: int) -> int:

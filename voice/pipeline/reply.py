@@ -19,10 +19,12 @@ from voice.core.chunker import SentenceChunker
 from voice.core.dialog import Dialog
 from voice.core.events import AudioDone, ResponseStarted, TextDelta, TurnTimings
 from voice.core.playout import HeardText
-from voice.core.record import GatewayCall, TurnRecord
+from voice.core.record import SpeculationTally, TurnRecord
 from voice.gateway.base import Gateway, Voice, closing
 from voice.pipeline.sink import AudioSink, Emit
+from voice.pipeline.speculation import Speculation
 from voice.pipeline.speech_line import SpeechJob, SpeechLine
+from voice.pipeline.transcription import Transcription
 
 SPEECH_QUEUE_CHUNKS = 64
 """TTS chunks buffered per sentence before its request is made to wait."""
@@ -58,28 +60,6 @@ class TurnClock:
         )
 
 
-@dataclass
-class Transcription:
-    """One turn's transcription, started as soon as the turn ends; owned by the session.
-
-    The task that runs it calls :meth:`end` as it finishes, however it finishes, and again
-    from a done callback (for a task cancelled before it ran). A reply waits on ``finished``
-    rather than on the task: that wakes it one pass of the event loop sooner (a task's done
-    callbacks are themselves scheduled), and cancelling the reply leaves the task alone.
-    ``task`` is done by the time a waiter wakes: ``end`` runs in the task's last step.
-    """
-
-    started: float
-    ended: float | None = None
-    task: asyncio.Task[str] = field(init=False)
-    finished: asyncio.Event = field(default_factory=asyncio.Event, init=False)
-    call: GatewayCall = field(default_factory=GatewayCall, init=False)
-    """Its gateway request, for the record of the reply that answers it."""
-
-    def end(self, *_: object) -> None:
-        self.finished.set()
-
-
 class Reply:
     """The response to the caller's unanswered turns. ``run()`` is awaited by its owner's task.
 
@@ -102,6 +82,8 @@ class Reply:
         emit: Emit,
         settings: PipelineSettings,
         voice: Voice,
+        speculation: Speculation | None = None,
+        tally: SpeculationTally | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.response_id = response_id
@@ -114,6 +96,9 @@ class Reply:
         """Set by the owner that cancels the reply: the text the caller heard."""
         self.record = TurnRecord()
         """The gateway requests made for this reply, as they go."""
+        self.tally = tally if tally is not None else SpeculationTally()
+        """What speculating on the turns it answers cost; complete once ``run`` returns."""
+        self._speculation = speculation
         self._transcriptions = transcriptions
         self._on_commit = on_commit
         self._gateway = gateway
@@ -136,6 +121,14 @@ class Reply:
 
     async def run(self) -> None:
         """Answer the open turns and play the reply. Gateway errors propagate to the owner."""
+        try:
+            await self._run()
+        finally:
+            if (speculation := self._speculation) is not None:
+                await speculation.cancel()  # what the reply did not take
+                speculation.tally(self.tally)
+
+    async def _run(self) -> None:
         user_text = await self._collect_transcripts()
         if user_text:
             self._dialog.add_user(user_text)
@@ -151,8 +144,14 @@ class Reply:
             capacity=self._settings.tts_lookahead + 1,
             max_buffered=SPEECH_QUEUE_CHUNKS,
         )
+        messages = self._dialog.messages()
+        chat = None
+        if (speculation := self._speculation) is not None:
+            if (chat := speculation.take_chat(messages, self.record)) is None:
+                await speculation.cancel()  # its request is not this one
+        if chat is None:
+            chat = self._gateway.chat(messages, call=self.record.add("llm"))
         # Closed here, not in the task reading it last: that one may be cancelled before it ran.
-        chat = self._gateway.chat(self._dialog.messages(), call=self.record.add("llm"))
         async with closing(chat) as deltas:
             async with asyncio.TaskGroup() as tg:
                 await self._write(tg, line, deltas)
@@ -172,7 +171,13 @@ class Reply:
                 self.record.add("asr", item.call)
             for item in items:
                 await item.finished.wait()
-            self.clock.asr_start, self.clock.asr_end = items[-1].started, items[-1].ended
+            # Only what was waited for after the turn ended: a speculative transcription
+            # may have run, all or part, while the caller's pause was still being timed.
+            last = items[-1]
+            self.clock.asr_start = max(last.started, self.clock.declared)
+            self.clock.asr_end = (
+                None if last.ended is None else max(last.ended, self.clock.asr_start)
+            )
         self._on_commit()
         texts = []
         for item in items:
@@ -248,7 +253,11 @@ class Reply:
         first = self.clock.tts_start is None
         if first:
             self.clock.tts_start = self._now()
-        speech = self._gateway.speak(job.text, voice=self._voice, call=self.record.add("tts"))
+        speech = None
+        if self._speculation is not None:
+            speech = await self._speculation.take_speech(job.text, self._voice, self.record)
+        if speech is None:
+            speech = self._gateway.speak(job.text, voice=self._voice, call=self.record.add("tts"))
         async with closing(speech) as audio:
             async for frame in audio:
                 if first and self.clock.tts_first_byte is None:

@@ -22,15 +22,14 @@ import itertools
 import json
 import logging
 import time
-from collections.abc import MutableMapping
+from collections.abc import Coroutine, MutableMapping
 from typing import Any
 
 from voice.audio.frames import PIPELINE_RATE, SAMPLE_WIDTH, PcmFrame, Reframer
 from voice.audio.resample import Resampler
-from voice.audio.upsample import Upsampler2x
-from voice.audio.wav import wav_bytes
 from voice.config import Settings
 from voice.core.dialog import Dialog
+from voice.core.endpoint import EndOfTurn, EndOfTurnRules
 from voice.core.events import (
     ErrorEvent,
     ResponseDone,
@@ -39,27 +38,30 @@ from voice.core.events import (
     SessionEnded,
     SessionEvent,
     SpeechDiscarded,
+    SpeechPaused,
+    SpeechResumed,
     SpeechStarted,
     SpeechStopped,
-    Transcript,
     TurnEvent,
 )
 from voice.core.limits import PerMinute
+from voice.core.record import SpeculationTally
 from voice.core.turns import TurnDetector
 from voice.errors import GatewayAuthError, GatewayError, PaymentRequired, ProtocolError
 from voice.gateway.base import Gateway, ReferenceVoice, Voice
 from voice.pipeline.notices import Notices
-from voice.pipeline.reply import Reply, Transcription
+from voice.pipeline.reply import Reply
 from voice.pipeline.sink import AudioSink, Emit, Hangup, NullSink, no_events
+from voice.pipeline.speculation import Speculation
+from voice.pipeline.transcription import NARROWBAND_RATE, Transcription
 from voice.vad import SpeechClassifier, WebRtcVad
 
 logger = logging.getLogger(__name__)
 
-NARROWBAND_RATE = 8_000
-"""Caller audio at this rate (telephony's) is classified and turned as it arrives, not
-doubled to 16 kHz frame by frame: webrtcvad classifies 8 kHz audio itself (it brings 16 kHz
-input down to 8 kHz before anything else), so doubling would only be undone. The utterance
-is doubled once, when it goes to ASR, which always gets 16 kHz."""
+# Caller audio at NARROWBAND_RATE (telephony's) is classified and turned as it arrives, not
+# doubled to 16 kHz frame by frame: webrtcvad classifies 8 kHz audio itself (it brings 16 kHz
+# input down to 8 kHz before anything else), so doubling would only be undone. The utterance
+# is doubled once, when it goes to ASR, which always gets 16 kHz.
 
 
 class SessionLogger(logging.LoggerAdapter[logging.Logger]):
@@ -118,8 +120,18 @@ class Session:
             preroll_ms=turn.preroll_ms,
             min_speech_ms=turn.min_speech_ms,
             max_turn_s=turn.max_turn_s,
+            pause_ms=None if turn.speculation == "off" else turn.pause_ms,
             logger=self.log,
         )
+        self._end_of_turn: EndOfTurn = EndOfTurnRules(
+            floor_ms=turn.hangover_min_ms, ceiling_ms=turn.hangover_max_ms
+        )
+        self._speculation: Speculation | None = None
+        self._tally = SpeculationTally()
+        """Speculation for the turns the next reply will answer."""
+        self._turn_lock = asyncio.Lock()
+        """Turn events are handled one at a time, whether a frame or a verdict caused them."""
+        self._chores: set[asyncio.Task[None]] = set()
         self._reframer = Reframer(PIPELINE_RATE)
         self._resampler: Resampler | None = None
         self._pending: list[Transcription] = []
@@ -268,6 +280,9 @@ class Session:
             self._frame_rate = frame_rate
             self._reframer = Reframer(frame_rate)
             self._turns.reset()
+            if (speculation := self._speculation) is not None:
+                self._speculation = None
+                self._chore(self._drop(speculation))
 
     @property
     def replying(self) -> bool:
@@ -287,7 +302,12 @@ class Session:
             speech = self._vad.is_speech(frame, rate)
             if speech:
                 self._last_voiced = time.monotonic()
-            for event in self._turns.feed(frame, speech):
+            if events := self._turns.feed(frame, speech):
+                await self._handle(events)
+
+    async def _handle(self, events: list[TurnEvent]) -> None:
+        async with self._turn_lock:
+            for event in events:
                 await self._on_turn_event(event)
 
     async def interrupt(self) -> None:
@@ -304,14 +324,27 @@ class Session:
         """The caller is gone: cancel the reply, transcriptions and every request in flight."""
         self._cancel_timers()
         tasks: list[asyncio.Task[Any]] = [t.task for t in self._pending]
+        tasks.extend(self._chores)
         if self._reply_task is not None:
             tasks.append(self._reply_task)
+        if (speculation := self._speculation) is not None:
+            self._speculation = None
+            tasks.append(asyncio.create_task(speculation.cancel()))
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         self._pending.clear()
 
     async def _on_turn_event(self, event: TurnEvent) -> None:
+        match event:
+            case SpeechPaused():
+                self._speculate(event)
+                return
+            case SpeechResumed():
+                if (speculation := self._speculation) is not None:
+                    self._speculation = None
+                    await self._drop(speculation)
+                return
         self._emit(event)
         match event:
             case SpeechStarted():
@@ -327,8 +360,16 @@ class Session:
     async def respond(self, turn: SpeechStopped) -> None:
         """The caller ended ``turn``: transcribe it and, unless it was cut, answer.
 
-        Past ``max_turns_per_min`` the turn is dropped: nothing reaches the gateway."""
+        A speculation started at the pause that ended the turn is committed: its
+        transcription is the turn's, and the reply takes over what else it started. Past
+        ``max_turns_per_min`` the turn is dropped: nothing more reaches the gateway."""
+        speculation, self._speculation = self._speculation, None
+        if speculation is not None and (turn.cut or speculation.failed):
+            await self._drop(speculation)
+            speculation = None
         if not self._turn_rate.allow(time.monotonic()):
+            if speculation is not None:
+                await self._drop(speculation)
             per_min = self._turn_rate.per_minute
             self.log.warning("turn dropped: over %d a minute", per_min)
             self.emit(
@@ -337,43 +378,84 @@ class Session:
             # As for a cough: a reply this turn's speech withdrew answers what is still open.
             self._answer_open_turns()
             return
-        self._transcribe(turn)
+        if speculation is not None:
+            speculation.commit()
+            item = speculation.transcription
+        else:
+            item = Transcription.start(self._gateway, PcmFrame(turn.audio, self._frame_rate))
+        item.announce(self._emit)
+        self._pending.append(item)
         if not turn.cut:
             await self.interrupt()
             self._start_reply(
-                vad_ms=float(turn.at_ms - turn.speech_end_ms), declared=time.monotonic()
+                vad_ms=float(turn.at_ms - turn.speech_end_ms),
+                declared=time.monotonic(),
+                speculation=speculation,
             )
+
+    def _speculate(self, pause: SpeechPaused) -> None:
+        """The caller paused inside a turn: transcribe what they said so far and, if the
+        mode says so and nothing else is open, start the reply's requests too."""
+        if self._speculation is not None:  # not expected: a pause ends with its turn
+            self._chore(self._drop(self._speculation))
+        mode = self.settings.turn.speculation
+        # With earlier turns still open (or their reply not yet over) the reply's request
+        # depends on more than this transcript: speculate on the transcription only.
+        chat = mode in ("llm", "full") and not self._pending and self._reply_done
+        item = Transcription.start(self._gateway, PcmFrame(pause.audio, self._frame_rate))
+        speculation = Speculation(
+            mode=mode,
+            pause_at_ms=pause.at_ms,
+            transcription=item,
+            gateway=self._gateway,
+            voice=self.voice,
+            eager_min_words=self.settings.pipeline.eager_min_words,
+            on_transcript=lambda text: self._judge_pause(speculation, text),
+            messages_for=self.dialog.messages_with_user if chat else None,
+        )
+        self._speculation = speculation
+        # Until the words are known, the pause may run to the longest wait.
+        self._turns.end_after(self.settings.turn.hangover_max_ms, pause_at_ms=pause.at_ms)
+
+    def _judge_pause(self, speculation: Speculation, text: str | None) -> None:
+        """The words before the pause are known: how long the pause must last to end the
+        turn (``hangover_ms`` if they could not be transcribed). The turn may end now."""
+        if self._speculation is not speculation:
+            return
+        if text is None:
+            hangover_ms = self.settings.turn.hangover_ms
+        else:
+            hangover_ms = self._end_of_turn.hangover_ms(text)
+        if events := self._turns.end_after(hangover_ms, pause_at_ms=speculation.pause_at_ms):
+            self._chore(self._handle(events))
+
+    async def _drop(self, speculation: Speculation) -> None:
+        """The caller went on (or the turn cannot use it): cancel it, count what it cost."""
+        await speculation.cancel()
+        speculation.tally(self._tally)
+
+    def _chore(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run ``work`` in a task the session owns (cancelled on close)."""
+        task = asyncio.create_task(work)
+        self._chores.add(task)
+        task.add_done_callback(self._chores.discard)
 
     def _answer_open_turns(self) -> None:
         if self._reply_done and (self._pending or self.dialog.awaiting_reply):
             self._start_reply(vad_ms=0.0, declared=time.monotonic())
 
-    def _transcribe(self, turn: SpeechStopped) -> None:
-        item = Transcription(started=time.monotonic())
-        audio = PcmFrame(turn.audio, self._frame_rate)
-        item.task = asyncio.create_task(self._run_transcription(audio, item))
-        item.task.add_done_callback(item.end)
-        self._pending.append(item)
-
-    async def _run_transcription(self, audio: PcmFrame, item: Transcription) -> str:
-        try:
-            if audio.sample_rate == NARROWBAND_RATE:
-                # One pass over the whole utterance: ~0.1 ms a second of audio.
-                audio = PcmFrame(Upsampler2x().process(audio.pcm), PIPELINE_RATE)
-            wav = wav_bytes(audio)
-            text = (await self._gateway.transcribe(wav, call=item.call)).strip()
-            item.ended = time.monotonic()
-            self._emit(Transcript(text))
-            return text
-        finally:
-            item.end()
-
-    def _start_reply(self, *, vad_ms: float, declared: float) -> None:
+    def _start_reply(
+        self, *, vad_ms: float, declared: float, speculation: Speculation | None = None
+    ) -> None:
         pending = list(self._pending)
+        tally = self._tally
 
         def commit() -> None:
-            # The reply has taken these turns over: they are answered, or failed with it.
+            # The reply has taken these turns over: they are answered, or failed with it,
+            # and so is what speculating on them cost.
             self._pending = [t for t in self._pending if t not in pending]
+            if self._tally is tally:
+                self._tally = SpeculationTally()
 
         reply = Reply(
             response_id=f"resp_{next(self._response_ids)}",
@@ -387,6 +469,8 @@ class Session:
             emit=self.emit,
             settings=self.settings.pipeline,
             voice=self.voice,
+            speculation=speculation,
+            tally=tally,
         )
         self._reply = reply
         self._reply_task = asyncio.create_task(self._run_reply(reply))
@@ -455,7 +539,11 @@ class Session:
             json.dumps(record, separators=(",", ":")),
             extra={"turn_record": {"response_id": reply.response_id, "status": status, **record}},
         )
-        self._emit(ResponseDone(reply.response_id, kept, status, reply.timings(), reply.record))
+        self._emit(
+            ResponseDone(
+                reply.response_id, kept, status, reply.timings(), reply.record, reply.tally
+            )
+        )
 
     async def _say_failed(self) -> None:
         """After a turn failed for good: the failure notice, or past the limit of failed

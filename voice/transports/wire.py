@@ -172,7 +172,12 @@ def event_to_wire(event: SessionEvent) -> dict[str, Any]:
         case ResponseInterrupted(response_id=rid, heard_text=heard):
             return {"type": "response.interrupted", "response_id": rid, "heard_text": heard}
         case ResponseDone(
-            response_id=rid, text=text, status=status, timings=timings, record=record
+            response_id=rid,
+            text=text,
+            status=status,
+            timings=timings,
+            record=record,
+            speculation=speculation,
         ):
             return {
                 "type": "response.done",
@@ -181,6 +186,7 @@ def event_to_wire(event: SessionEvent) -> dict[str, Any]:
                 "text": text,
                 "timings": timings.as_dict(),
                 "record": record.as_dict(),
+                "speculation": speculation.as_dict(),
             }
         case ErrorEvent(code=code, message=message):
             return {"type": "error", "code": code, "message": message}

@@ -1,0 +1,70 @@
+"""Speculation through real sockets: the native WebSocket and Twilio Media Streams on
+127.0.0.1, the simulated gateway over real HTTP. A caller pauses mid-sentence, goes on, and
+ends: one turn, one reply, the pause's requests cancelled at the gateway and counted.
+"""
+
+from tests.samples import recording, text
+from tests.stack import SIMULATION, stack
+from tests.telephony_stack import speech, telephony_stack
+from voice.audio.frames import PcmFrame
+from voice.bench.carrier import TWILIO, CarrierCaller
+from voice.bench.native import call
+from voice.core.events import ResponseDone
+
+FIRST, SECOND = "q01_what_time.wav", "q02_going_to_rain.wav"
+PARTIAL = "So I wanted to ask you about the"
+WHOLE = "So I wanted to ask you about the weather. Is it going to rain?"
+SLOW_CHAT = SIMULATION.model_copy(update={"ttft_ms": 400, "transcripts": [PARTIAL, WHOLE]})
+"""The pause's chat is still waiting for its first token when the caller goes on."""
+
+
+def with_pause() -> PcmFrame:
+    """Two recordings' speech with about half a second between them (the second's leading
+    silence): one turn, for a turn detector that waits longer after words that trail off."""
+    first, second = speech(FIRST, tail_s=0.1), recording(SECOND)
+    return PcmFrame(first.pcm + second.pcm, first.sample_rate)
+
+
+async def test_a_pause_mid_sentence_over_the_native_socket():
+    async with stack(SLOW_CHAT) as (url, simulated):
+        result = await call(url, with_pause(), timeout_s=30)
+        assert sum(simulated.in_flight.values()) == 0
+        requests = dict(simulated.requests)
+    assert [e["text"] for e in result.of_type("input.transcript")] == [WHOLE]
+    assert len(result.of_type("input.speech_stopped")) == 1
+    (done,) = result.of_type("response.done")
+    assert done["status"] == "completed"
+    assert done["speculation"] == {
+        "pauses": 2,
+        "committed": {"asr": 1, "llm": 1, "tts": 1},
+        "cancelled": {"asr": 1, "llm": 1, "tts": 0},
+    }
+    # The pause's transcription and chat were made and cancelled; the reply's own are the
+    # second pause's, taken over: no request was made twice for the committed turn.
+    assert requests["transcribe"] == 2 and requests["chat"] == 2
+    sentences = len(done["record"]["tts"])
+    assert requests["speak"] == sentences
+    # The words read finished: the turn ended at the short pause (250 ms, in frames) or,
+    # if the transcript came later than that, as it came; never at the long one (900 ms).
+    assert 260 <= done["timings"]["vad_ms"] < 900
+    keys = [c["idempotency_key"] for c in done["record"]["asr"] + done["record"]["tts"]]
+    assert None not in keys and len(set(keys)) == len(keys)
+
+
+async def test_a_pause_mid_sentence_on_a_twilio_call():
+    async with telephony_stack(SLOW_CHAT) as stack_:
+        async with CarrierCaller(stack_.ws + "/v1/twilio", TWILIO) as caller:
+            await caller.say(with_pause())
+            await stack_.until(lambda: stack_.metrics.responses["completed"] == 1)
+        await stack_.idle()
+    assert caller.violations == []
+    # Each chat request the gateway saw; the reply's is the committed transcript's.
+    assert [chat[-1]["content"] for chat in stack_.gateway.chats] == [PARTIAL, WHOLE]
+    (done,) = [e for e in stack_.metrics.events if isinstance(e, ResponseDone)]
+    assert done.speculation.pauses == 2
+    assert done.speculation.cancelled == {"asr": 1, "llm": 1, "tts": 0}
+    assert done.speculation.committed == {"asr": 1, "llm": 1, "tts": 1}
+    # The cancelled transcription heard the first half only; the committed one, all of it.
+    partial, whole = stack_.gateway.transcribed
+    assert partial.duration_ms < whole.duration_ms - 1000
+    assert text(FIRST) and stack_.gateway.in_flight["chat"] == 0
