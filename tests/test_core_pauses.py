@@ -3,10 +3,10 @@ that judge from the words so far how long a pause must last."""
 
 import pytest
 
+from tests.test_core_turns import Feeder, frames
 from voice.core.endpoint import EndOfTurnRules, reads_finished
 from voice.core.events import SpeechPaused, SpeechResumed, SpeechStarted, SpeechStopped
 from voice.core.turns import TurnDetector, TurnState
-from tests.test_core_turns import Feeder, frames
 
 
 def make(**kwargs) -> Feeder:

@@ -153,9 +153,8 @@ async def test_a_failed_speculative_transcription_is_done_again_when_the_turn_en
 
 async def test_a_barge_in_then_a_pause_speculates_on_the_new_turn_only():
     replies = ["A first answer that takes a while to say. With a second sentence too."]
-    sim = SimulatedGateway(
-        FAST.model_copy(update={"transcripts": ["first question", "and the", "second one?"], "replies": replies})
-    )
+    transcripts = ["first question", "and the", "second one?"]
+    sim = SimulatedGateway(FAST.model_copy(update={"transcripts": transcripts, "replies": replies}))
     vad = ScriptedVad()
     async with Harness(sim, settings("full"), vad=vad) as h:
         await talk(h.session, vad, speech_ms=600)

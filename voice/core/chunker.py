@@ -1,7 +1,13 @@
 """Cut streamed LLM text into speakable chunks, one TTS request each (sans-I/O).
 
-Chunks depend only on the text, never on how it was split into deltas: a boundary is
-decided only once every character it depends on has arrived (or the stream has ended).
+A boundary is decided once every character it depends on has arrived (or the stream has
+ended), with one exception that saves a token's wait before each sentence's speech: a
+delta that ends right after a sentence's final mark, where little but a closing quote or
+a further mark could follow (``?``, ``!``, or ``.`` after a plain word that is no
+abbreviation; LLM tokenizers put a domain's dot at the start of the next token), ends the
+sentence there. So the words spoken never depend on how the text
+was split into deltas; only where such a delta ends can a boundary differ, and what
+follows it (a closing quote) is then left to the next chunk, which says nothing more.
 """
 
 from __future__ import annotations
@@ -105,6 +111,8 @@ class SentenceChunker:
                 end = _skip(buf, i, group)
                 after = _skip(buf, end, CLOSERS)
                 if after == len(buf):
+                    if c in TERMINALS and _ends_at_delta(buf, i, end):
+                        return after  # no wait for the next token (see the module doc)
                     break  # the decision needs the next character
                 if c in TERMINALS and self._is_sentence_end(buf, i, end, after):
                     return after
@@ -148,6 +156,27 @@ class SentenceChunker:
         if len(chunk.strip()) > self.max_chars:
             return True
         return not self._emitted and _count_words(chunk) >= self.eager_min_words
+
+
+def _ends_at_delta(buf: str, i: int, end: int) -> bool:
+    """Whether the terminal run ``buf[i:end]``, last in a delta, ends a sentence whatever
+    comes next: ``?`` and ``!`` after a letter, a CJK mark, or one ``.`` after a word of two
+    or more letters that is no abbreviation (not ``3.``, ``J.``, ``Dr.``, ``e.g.``)."""
+    run = buf[i:end]
+    if any(c in CJK_SENTENCE_ENDS for c in run):
+        return _has_letter(buf[:i])
+    words = buf[:i].rsplit(None, 1)
+    word = words[-1].lstrip(OPENERS).replace("'", "").replace("’", "") if words else ""
+    if not word.isalpha():
+        return False  # a number, a path, a URL's query, an address: more may follow
+    if set(run) <= {"?", "!"}:
+        return True
+    return (
+        run == "."
+        and len(word) >= 2
+        and word.lower() not in ABBREVIATIONS
+        and not _ACRONYM.fullmatch(word)
+    )
 
 
 def speakable(text: str, *, line_start: bool = True) -> str:
