@@ -3,8 +3,10 @@
 ends: one turn, one reply, the pause's requests cancelled at the gateway and counted.
 """
 
+import httpx
+
 from tests.samples import recording, text
-from tests.stack import SIMULATION, stack
+from tests.stack import SIMULATION, app_stack
 from tests.telephony_stack import speech, telephony_stack
 from voice.audio.frames import PcmFrame
 from voice.bench.carrier import TWILIO, CarrierCaller
@@ -26,10 +28,13 @@ def with_pause() -> PcmFrame:
 
 
 async def test_a_pause_mid_sentence_over_the_native_socket():
-    async with stack(SLOW_CHAT) as (url, simulated):
-        result = await call(url, with_pause(), timeout_s=30)
+    async with app_stack(SLOW_CHAT) as (url, simulated):
+        ws = url.replace("http", "ws", 1) + "/v1/session"
+        result = await call(ws, with_pause(), timeout_s=30)
         assert sum(simulated.in_flight.values()) == 0
         requests = dict(simulated.requests)
+        async with httpx.AsyncClient() as client:
+            metrics = (await client.get(url + "/metrics")).text
     assert [e["text"] for e in result.of_type("input.transcript")] == [WHOLE]
     assert len(result.of_type("input.speech_stopped")) == 1
     (done,) = result.of_type("response.done")
@@ -49,6 +54,13 @@ async def test_a_pause_mid_sentence_over_the_native_socket():
     assert 260 <= done["timings"]["vad_ms"] < 900
     keys = [c["idempotency_key"] for c in done["record"]["asr"] + done["record"]["tts"]]
     assert None not in keys and len(set(keys)) == len(keys)
+    # The operator sees the same costs in /metrics.
+    assert "voice_speculations_total 2.0" in metrics
+    for stage, outcome, count in [("asr", "cancelled", 1), ("llm", "cancelled", 1),
+                                  ("asr", "committed", 1), ("tts", "committed", 1)]:  # fmt: skip
+        line = f'voice_speculative_requests_total{{outcome="{outcome}",stage="{stage}"}} {count}.0'
+        assert line in metrics
+    assert 'outcome="cancelled",stage="tts"' not in metrics
 
 
 async def test_a_pause_mid_sentence_on_a_twilio_call():

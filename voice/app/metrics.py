@@ -124,6 +124,19 @@ class Metrics:
             registry=registry,
         )
         """Carrier messages dropped as unusable, by kind (see docs/telephony.md)."""
+        self.speculations = Counter(
+            "voice_speculations_total",
+            "Pauses speculated on (VOICE_SPECULATION), counted with the reply that answered "
+            "their turn.",
+            registry=registry,
+        )
+        self.speculative_requests = Counter(
+            "voice_speculative_requests_total",
+            "Gateway requests made at a pause, by stage and by whether the reply used them "
+            "(committed) or they were thrown away when the caller went on (cancelled).",
+            ["stage", "outcome"],
+            registry=registry,
+        )
         self.timings = {
             name: Histogram(
                 f"voice_turn_{name.removesuffix('_ms')}_milliseconds",
@@ -164,8 +177,17 @@ class Metrics:
         match event:
             case SpeechStopped():
                 self._turns.inc()
-            case ResponseDone(status=status, timings=timings):
+            case ResponseDone(status=status, timings=timings, speculation=speculation):
                 self.responses.count(status)
+                if speculation.pauses:
+                    self.speculations.inc(speculation.pauses)
+                    for outcome, counts in (
+                        ("committed", speculation.committed),
+                        ("cancelled", speculation.cancelled),
+                    ):
+                        for stage, count in counts.items():
+                            if count:
+                                self.speculative_requests.labels(stage, outcome).inc(count)
                 for name, value in timings.as_dict().items():
                     if value is not None:
                         self.timings[name].observe(value)
