@@ -1,5 +1,5 @@
-"""Speculation through real sockets: the native WebSocket and Twilio Media Streams on
-127.0.0.1, the simulated gateway over real HTTP. A caller pauses mid-sentence, goes on, and
+"""Speculation through real sockets: the native WebSocket, Twilio Media Streams and WebRTC
+on 127.0.0.1, the simulated gateway over real HTTP. A caller pauses mid-sentence, goes on, and
 ends: one turn, one reply, the pause's requests cancelled at the gateway and counted.
 """
 
@@ -8,6 +8,7 @@ import httpx
 from tests.samples import recording, text
 from tests.stack import SIMULATION, app_stack
 from tests.telephony_stack import speech, telephony_stack
+from tests.webrtc_stack import events, rtc_call, webrtc_stack
 from voice.audio.frames import PcmFrame
 from voice.bench.carrier import TWILIO, CarrierCaller
 from voice.bench.native import call
@@ -80,3 +81,16 @@ async def test_a_pause_mid_sentence_on_a_twilio_call():
     partial, whole = stack_.gateway.transcribed
     assert partial.duration_ms < whole.duration_ms - 1000
     assert text(FIRST) and stack_.gateway.in_flight["chat"] == 0
+
+
+async def test_a_pause_mid_sentence_over_webrtc():
+    async with webrtc_stack(SLOW_CHAT) as (url, _, simulated):
+        async with rtc_call(url, with_pause()) as caller:
+            await events(caller, "response.done")
+        assert [e["text"] for e in caller.of_type("input.transcript")] == [WHOLE]
+        (done,) = caller.of_type("response.done")
+        assert done["status"] == "completed"
+        assert done["speculation"]["pauses"] == 2
+        assert done["speculation"]["cancelled"] == {"asr": 1, "llm": 1, "tts": 0}
+        assert done["speculation"]["committed"] == {"asr": 1, "llm": 1, "tts": 1}
+        assert simulated.requests["transcribe"] == 2
