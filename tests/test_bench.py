@@ -8,8 +8,10 @@ from voice.bench.report import table, write_html, write_json
 from voice.bench.runner import run_bench
 from voice.bench.workload import Workload, load_recordings
 from voice.cli import main
+from voice.config import TurnSettings
 
-HANGOVER_MS = 500  # TurnSettings.hangover_ms default
+PAUSE_MS = TurnSettings().pause_ms
+"""The earliest the turn's requests start: speculation sends them at this pause."""
 FIRST_SENTENCE_TOKENS = len("Sure, here is the answer.".split())
 
 
@@ -20,7 +22,7 @@ async def test_small_bench_is_consistent_with_the_simulated_latencies(tmp_path):
     async with stack() as (url, simulated):
         result = await run_bench(url, workload, recordings, progress=snapshots.append)
     floor = (
-        HANGOVER_MS
+        PAUSE_MS
         + SIMULATION.asr_ms
         + SIMULATION.ttft_ms
         + (FIRST_SENTENCE_TOKENS - 1) * SIMULATION.ms_per_token
@@ -64,7 +66,7 @@ async def test_small_bench_over_twilio_media_streams():
         result = await run_bench(twilio, workload, load_recordings())
     assert not result.errors(), result.errors()
     (plain, barged) = result.turns
-    floor = HANGOVER_MS + SIMULATION.asr_ms + SIMULATION.ttft_ms + SIMULATION.tts_ttfb_ms
+    floor = PAUSE_MS + SIMULATION.asr_ms + SIMULATION.ttft_ms + SIMULATION.tts_ttfb_ms
     assert plain.voice_to_voice_ms >= floor
     assert plain.server is None  # Twilio's protocol carries no server timings
     assert 50 <= barged.barge_in_stop_ms < 1000
@@ -78,7 +80,7 @@ async def test_small_bench_over_webrtc():
         result = await run_bench(url, workload, load_recordings())
     assert not result.errors(), result.errors()
     assert len(result.turns) == 4
-    floor = HANGOVER_MS + SIMULATION.asr_ms + SIMULATION.ttft_ms + SIMULATION.tts_ttfb_ms
+    floor = PAUSE_MS + SIMULATION.asr_ms + SIMULATION.ttft_ms + SIMULATION.tts_ttfb_ms
     for turn in result.turns:
         assert turn.voice_to_voice_ms >= floor, turn
         # The data channel carries the server's timings, as the native protocol does, and

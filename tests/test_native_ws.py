@@ -23,10 +23,11 @@ def joined(*names):
     return PcmFrame(b"".join(f.pcm for f in frames), frames[0].sample_rate)
 
 
-async def test_a_sample_turn_end_to_end():
+@pytest.mark.parametrize("speculation", ["off", "full"])
+async def test_a_sample_turn_end_to_end(speculation):
     sample = "q03_weather_paris.wav"
     simulation = SIMULATION.model_copy(update={"transcripts": [text(sample)]})
-    async with stack(simulation) as (url, simulated):
+    async with stack(simulation, turn={"speculation": speculation}) as (url, simulated):
         result = await call(url, recording(sample), timeout_s=30)
     kinds = [e["type"] for e in result.events]
     assert kinds[:2] == ["session.created", "session.updated"]
@@ -38,12 +39,22 @@ async def test_a_sample_turn_end_to_end():
     assert result.of_type("response.audio.done")
     timings = done["timings"]
     assert None not in timings.values()
-    assert timings["asr_ms"] >= 50 and timings["tts_ttfb_ms"] >= 40
     # The reply is ~len(REPLY) * 40 ms of speech at 24 kHz PCM16.
     expected_s = len(REPLY) * 0.040
     assert abs(len(result.received) / 2 / 24_000 - expected_s) < 0.5
-    # At the caller: no earlier than hangover + every simulated stage.
-    assert result.voice_to_voice_ms >= 500 + 50 + 80 + 40
+    if speculation == "off":
+        assert timings["vad_ms"] == 500
+        assert timings["asr_ms"] >= 50 and timings["tts_ttfb_ms"] >= 40
+        # At the caller: no earlier than hangover + every simulated stage.
+        assert result.voice_to_voice_ms >= 500 + 50 + 80 + 40
+    else:
+        # The stages ran during the pause: the turn ended when the words read finished
+        # (a question: 250 ms, in frames), and what was left to wait for is all that counts.
+        assert 260 <= timings["vad_ms"] < 900
+        assert timings["asr_ms"] < 50
+        assert done["speculation"]["committed"] == {"asr": 1, "llm": 1, "tts": 1}
+        # At the caller: no earlier than the pause that started the requests + every stage.
+        assert result.voice_to_voice_ms >= 200 + 50 + 80 + 40
     assert sum(simulated.in_flight.values()) == 0
 
 
@@ -94,7 +105,9 @@ async def test_gateway_error_is_reported_and_the_session_keeps_listening():
 async def test_secret_api_key_never_reaches_the_caller():
     secret = "sk-very-secret-0123456789"
     simulation = SIMULATION.model_copy(
-        update={"faults": [Fault(route="transcribe", kind="status", status=401)]}
+        # Every request: a speculative transcription that failed is made again at the
+        # turn's end, and a gateway refusing the key refuses it again.
+        update={"faults": [Fault(route="transcribe", kind="status", status=401, count=-1)]}
     )
     async with stack(simulation, gateway={"api_key": secret}) as (url, _):
         result = await call(url, recording("q01_what_time.wav"), timeout_s=10, responses=1)

@@ -370,7 +370,10 @@ async def test_speaking_again_before_the_answer_is_heard_answers_both_turns_once
     simulation = FAST.model_copy(update={"asr_ms": 200, "transcripts": ["first", "second"]})
     gateway = Recording(SimulatedGateway(simulation))
     vad = ScriptedVad()
-    async with Harness(gateway, vad=vad) as h:
+    # The fixed hangover: 520 ms of silence ends each turn (speculation would still be
+    # waiting for the words, and hear one turn).
+    off = Settings.model_validate({"turn": {"speculation": "off"}})
+    async with Harness(gateway, off, vad=vad) as h:
         await talk(h.session, vad, speech_ms=600, silence_ms=520)
         await talk(h.session, vad, speech_ms=600, silence_ms=520)
         done = await h.reply_done()

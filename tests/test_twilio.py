@@ -49,12 +49,13 @@ async def test_the_reply_arrives_as_8khz_mulaw_with_a_mark_after_every_chunk():
     assert 100 < pitch_hz(audio, 8000) < 170  # the voice's 110-150 Hz, so truly 8 kHz
     assert stack.gateway.chats[0][-1] == {"role": "user", "content": text(sample)}
     # The turn was classified at 8 kHz and doubled once for ASR: a 16 kHz WAV holding the
-    # speech, the pre-roll before it and the hangover after it.
+    # speech, the pre-roll before it and the pause after it that started the transcription.
     (asr,) = stack.gateway.transcribed
     entry = manifest()[sample]
     spoken_s = entry["speech_end_s"] - entry["speech_start_s"]
+    pause_s = stack.settings.turn.pause_ms / 1000
     assert asr.sample_rate == 16_000
-    assert spoken_s + 0.5 < asr.duration_ms / 1000 < spoken_s + 0.5 + 0.3 + 0.2
+    assert spoken_s + pause_s < asr.duration_ms / 1000 < spoken_s + pause_s + 0.3 + 0.2
 
 
 async def test_barge_in_clears_within_200ms_and_the_dialog_keeps_only_what_played():

@@ -12,6 +12,10 @@ from tests.stack import REPLY, SIMULATION
 from tests.timing import MS
 from tests.webrtc_stack import events, rtc_call, voiced_ms, wait_until, webrtc_stack
 from voice.audio.frames import PcmFrame
+from voice.config import TurnSettings
+
+PAUSE_MS = TurnSettings().pause_ms
+"""Speculation sends the turn's requests at this pause: the earliest they start."""
 
 
 def joined(*names):
@@ -45,7 +49,7 @@ async def test_a_sample_turn_over_webrtc():
         assert abs(voiced_ms(call) - len(REPLY) * 40) < 500
         (stopped,) = call.of_type("input.speech_stopped")
         speech_end = call.mic_started + stopped["audio_end_ms"] / 1000
-        assert (call.first_sound_at - speech_end) * 1000 >= 500 + 50 + 80 + 40
+        assert (call.first_sound_at - speech_end) * 1000 >= PAUSE_MS + 50 + 80 + 40
         await wait_until(lambda: len(registry) == 0)
         assert app.state.voice.metrics.sessions_active == 0
         assert sum(simulated.in_flight.values()) == 0
@@ -65,7 +69,7 @@ async def test_a_caller_offering_only_g711_hears_the_reply_encoded_by_aiortc():
         # silence until the reply, then the reply.
         (stopped,) = call.of_type("input.speech_stopped")
         speech_end = call.mic_started + stopped["audio_end_ms"] / 1000
-        assert (call.first_sound_at - speech_end) * 1000 >= 500 + 50 + 80 + 40
+        assert (call.first_sound_at - speech_end) * 1000 >= PAUSE_MS + 50 + 80 + 40
         assert abs(voiced_ms(call) - len(REPLY) * 40) < 500
 
 

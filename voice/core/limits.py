@@ -15,13 +15,17 @@ class PerMinute:
         self._times: deque[float] = deque()
 
     def allow(self, now: float) -> bool:
+        if self.full(now):
+            return False
+        self._times.append(now)
+        return True
+
+    def full(self, now: float) -> bool:
+        """Whether :meth:`allow` would refuse now (counting nothing)."""
         times = self._times
         while times and now - times[0] >= WINDOW_S:
             times.popleft()
-        if len(times) >= self.per_minute:
-            return False
-        times.append(now)
-        return True
+        return len(times) >= self.per_minute
 
 
 class PerKeyRate:

@@ -398,6 +398,9 @@ class Session:
         mode says so and nothing else is open, start the reply's requests too."""
         if self._speculation is not None:  # not expected: a pause ends with its turn
             self._chore(self._drop(self._speculation))
+            self._speculation = None
+        if self._turn_rate.full(time.monotonic()):
+            return  # the turn will be dropped: nothing of it goes to the gateway
         mode = self.settings.turn.speculation
         # With earlier turns still open (or their reply not yet over) the reply's request
         # depends on more than this transcript: speculate on the transcription only.
