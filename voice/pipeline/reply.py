@@ -125,7 +125,7 @@ class Reply:
             await self._run()
         finally:
             if (speculation := self._speculation) is not None:
-                await speculation.cancel()  # what the reply did not take
+                await speculation.cancel()  # what it started and the reply did not finish
                 speculation.tally(self.tally)
 
     async def _run(self) -> None:

@@ -6,7 +6,12 @@ and hands it to the transport, which owns the socket: it attaches its
 ``attach()``, feeds caller audio in with ``feed()``, changes instructions and voice only
 through ``configure()``, and calls ``aclose()`` when the caller goes away.
 
-Each finished turn is transcribed at once. A reply answers every turn not yet answered, so
+Each finished turn is transcribed at once, or earlier: with speculation
+(``VOICE_SPECULATION``), at a pause inside it, when its transcription, the chat request
+and the first sentence's speech start and are buffered (pipeline/speculation.py); the
+words so far decide how long that pause must last to end the turn (core/endpoint.py), and
+speech before then cancels it all. Nothing plays and the dialog does not change before the
+turn ends. A reply answers every turn not yet answered, so
 nothing the caller says is lost when they speak again before hearing the answer: a reply
 not yet audible is withdrawn quietly and the next one answers both turns (a turn cut at
 ``max_turn_s`` is only transcribed, and answered with what follows it). Once reply audio

@@ -214,13 +214,15 @@ class Speculation:
         self._taken.add("asr")
 
     async def cancel(self) -> None:
-        """Cancel every request not taken by a reply and wait until they are closed."""
+        """Cancel every request still open and wait until they are closed: all of them if
+        the turn went on; once a reply has committed the turn, it calls this when it is done
+        with them (a stream it took but never read is closed here, not left waiting). The
+        transcription of a committed turn is the turn's and is left alone."""
         self._task.cancel()
-        taps = [tap for stage, tap in (("llm", self._chat), ("tts", self._speech))
-                if tap is not None and stage not in self._taken]  # fmt: skip
         if "asr" not in self._taken:
             self.transcription.task.cancel()
-        await asyncio.gather(self._task, *(tap.cancel() for tap in taps), return_exceptions=True)
+        taps = [tap.cancel() for tap in (self._chat, self._speech) if tap is not None]
+        await asyncio.gather(self._task, *taps, return_exceptions=True)
 
     def tally(self, into: SpeculationTally) -> None:
         """Count this speculation's requests, taken or thrown away, into ``into``."""
