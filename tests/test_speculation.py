@@ -173,3 +173,14 @@ async def test_a_barge_in_then_a_pause_speculates_on_the_new_turn_only():
     assert second.speculation.cancelled["asr"] == 1
     users = [m.content for m in h.session.dialog.messages() if m.role == "user"]
     assert users == ["first question", "second one?"]
+
+
+async def test_hanging_up_while_speculating_cancels_every_request():
+    slow = FAST.model_copy(update={"ttft_ms": 5000, "transcripts": ["and then"]})
+    sim = SimulatedGateway(slow)
+    vad = ScriptedVad()
+    async with Harness(sim, settings("full"), vad=vad) as h:
+        await talk(h.session, vad, speech_ms=600, silence_ms=220)
+        await h.until(lambda: sim.in_flight["chat"] == 1)
+    # Harness exit: the session closed, as when the caller hangs up.
+    assert sim.in_flight == dict.fromkeys(sim.in_flight, 0)

@@ -63,11 +63,6 @@ from voice.vad import SpeechClassifier, WebRtcVad
 
 logger = logging.getLogger(__name__)
 
-# Caller audio at NARROWBAND_RATE (telephony's) is classified and turned as it arrives, not
-# doubled to 16 kHz frame by frame: webrtcvad classifies 8 kHz audio itself (it brings 16 kHz
-# input down to 8 kHz before anything else), so doubling would only be undone. The utterance
-# is doubled once, when it goes to ASR, which always gets 16 kHz.
-
 
 class SessionLogger(logging.LoggerAdapter[logging.Logger]):
     """Prefixes every line with the session id, as websockets does per connection."""
@@ -332,11 +327,11 @@ class Session:
         tasks.extend(self._chores)
         if self._reply_task is not None:
             tasks.append(self._reply_task)
-        if (speculation := self._speculation) is not None:
-            self._speculation = None
-            tasks.append(asyncio.create_task(speculation.cancel()))
         for task in tasks:
             task.cancel()
+        if (speculation := self._speculation) is not None:
+            self._speculation = None
+            await speculation.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         self._pending.clear()
 

@@ -21,6 +21,10 @@ from voice.gateway.base import Gateway
 from voice.pipeline.sink import Emit
 
 NARROWBAND_RATE = 8_000
+"""Caller audio at this rate (telephony's) is classified and turned as it arrives, not
+doubled to 16 kHz frame by frame: webrtcvad classifies 8 kHz audio itself (it brings 16 kHz
+input down to 8 kHz before anything else), so doubling would only be undone. The utterance
+is doubled once, when it goes to ASR, which always gets 16 kHz."""
 
 
 @dataclass
