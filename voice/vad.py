@@ -19,14 +19,17 @@ from voice.audio.frames import FRAME_MS
 if TYPE_CHECKING:
     from voice.config import TurnSettings
 
+_PCM16: Final = np.dtype("<i2")  # built once: parsing "<i2" on every frame costs a µs
+
 TAIL_GATE_DB: Final = 40.0
 """How far below the speech's level (the louder of two frames in a row, at its highest) a
-frame the VAD calls speech counts as unvoiced. The same figure measured best at 16 kHz and
-at 8 kHz after μ-law (benchmarks/vad_tail.py): soft final fricatives ("this", "both",
-"fifth") lie 25-35 dB below it at 16 kHz and, having lost their energy above 4 kHz, up to
-~37 dB below it at 8 kHz; 35 dB already cut the fading nasal of "rain" by 40 ms. At 40 dB
-the turn's speech ends 0-20 ms after its last sound above -55 dBFS (speech at -20 dBFS),
-instead of ~100 ms."""
+frame the VAD calls speech counts as unvoiced. Measured at 16 kHz and at 8 kHz after μ-law
+(benchmarks/vad_tail.py), the same figure is best at both: the softest endings still over
+-55 dBFS (speech at -20) fall to 33 dB under the level at 16 kHz and to 35 dB at 8 kHz
+(final fricatives, "this", "both", "fifth", lose their energy above 4 kHz there), and the
+fading nasal of "rain?" to 37 dB at both. At 35 dB the gate cut that "rain" by 40 ms, at 38
+by 10; at 40 it cuts nothing and speech ends 0-20 ms after the last sound over -55 dBFS
+instead of 50-120 ms."""
 
 TAIL_GATE_RELEASE_DB_PER_S: Final = 5.0
 """How fast the remembered level sinks while the speech goes on, so that a loud syllable
@@ -69,8 +72,8 @@ class TailGate:
     frame (a click) sets no level. A frame that comes back within ``drop_db`` of the level is
     voiced again at once.
 
-    Cost: one float32 dot product per frame ``vad`` calls speech (~3.5 µs for 20 ms at
-    16 kHz, about what webrtcvad itself takes); nothing on frames it does not.
+    Cost: one float32 dot product per frame ``vad`` calls speech, 2-5 µs for 20 ms (about
+    what webrtcvad itself takes; benchmarks/vad_tail.py); nothing on frames it does not.
     """
 
     def __init__(self, vad: SpeechClassifier, *, drop_db: float = TAIL_GATE_DB) -> None:
@@ -85,7 +88,7 @@ class TailGate:
         if not self._vad.is_speech(frame, sample_rate):
             self._level = self._previous = 0.0
             return False
-        samples = np.frombuffer(frame, dtype="<i2").astype(np.float32)
+        samples = np.frombuffer(frame, dtype=_PCM16).astype(np.float32)
         energy = float(np.dot(samples, samples)) / max(1, samples.size)
         seconds = samples.size / sample_rate
         release: float = 10.0 ** (-TAIL_GATE_RELEASE_DB_PER_S * seconds / 10.0)
