@@ -175,11 +175,18 @@ class GatewaySettings(_Frozen):
                 yield name, value
 
 
+MIN_TAIL_GATE_DB = 20.0
+"""Below this the tail gate would unvoice plain speech (syllables vary by 20-30 dB)."""
+
+
 class TurnSettings(_Frozen):
     """Speech detection; every duration is rounded to whole 20 ms frames."""
 
     vad_aggressiveness: int = Field(default=2, ge=0, le=3)
     """webrtcvad mode: 0 lets most sound through as speech, 3 is the strictest."""
+    vad_tail_gate_db: float = Field(default=40.0, ge=0, le=80)
+    """A frame webrtcvad calls speech is unvoiced once this far below the speech's level,
+    so the pause counts from the last audible frame (voice/vad.py ``TailGate``); 0 is off."""
     start_ms: int = Field(default=100, ge=20)
     """Voiced audio needed before speech is declared started (and a reply interrupted)."""
     hangover_ms: int = Field(default=500, ge=100)
@@ -213,6 +220,16 @@ class TurnSettings(_Frozen):
                 f"{self.hangover_max_ms}"
             )
         return self
+
+    @field_validator("vad_tail_gate_db")
+    @classmethod
+    def _check_tail_gate(cls, db: float) -> float:
+        if 0 < db < MIN_TAIL_GATE_DB:
+            raise ValueError(
+                f"a tail gate of {db:g} dB would cut speech: use {MIN_TAIL_GATE_DB:g} dB or "
+                "more (40 is the measured default), or 0 to turn it off"
+            )
+        return db
 
 
 class PipelineSettings(_Frozen):
@@ -538,6 +555,7 @@ ENV_VARS: dict[str, tuple[str, str]] = {
     "VOICE_GATEWAY_PROBE_TIMEOUT_S": ("gateway", "probe_timeout_s"),
     "VOICE_GATEWAY_FAILURE_THRESHOLD": ("gateway", "failure_threshold"),
     "VOICE_VAD_AGGRESSIVENESS": ("turn", "vad_aggressiveness"),
+    "VOICE_VAD_TAIL_GATE_DB": ("turn", "vad_tail_gate_db"),
     "VOICE_TURN_HANGOVER_MS": ("turn", "hangover_ms"),
     "VOICE_SPECULATION": ("turn", "speculation"),
     "VOICE_TURN_PAUSE_MS": ("turn", "pause_ms"),

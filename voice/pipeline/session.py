@@ -59,7 +59,7 @@ from voice.pipeline.reply import Reply
 from voice.pipeline.sink import AudioSink, Emit, Hangup, NullSink, no_events
 from voice.pipeline.speculation import Speculation
 from voice.pipeline.transcription import NARROWBAND_RATE, Transcription
-from voice.vad import SpeechClassifier, WebRtcVad
+from voice.vad import SpeechClassifier, speech_classifier
 
 logger = logging.getLogger(__name__)
 
@@ -112,7 +112,7 @@ class Session:
         self._observe = observe
         self._sink: AudioSink = NullSink()
         self._emit: Emit = observe or no_events
-        self._vad = vad or WebRtcVad(settings.turn.vad_aggressiveness)
+        self._vad = vad or speech_classifier(settings.turn)
         turn = settings.turn
         self._turns = TurnDetector(
             start_ms=turn.start_ms,
