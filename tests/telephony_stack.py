@@ -28,10 +28,12 @@ class RecordingGateway(SimulatedGateway):
         super().__init__(settings)
         self.chats = []
         self.transcribed = []
+        self.prompts = []
 
-    async def transcribe(self, wav, *, call=None):
+    async def transcribe(self, wav, *, prompt=None, call=None):
         self.transcribed.append(read_wav(wav))
-        return await super().transcribe(wav, call=call)
+        self.prompts.append(prompt)
+        return await super().transcribe(wav, prompt=prompt, call=call)
 
     def chat(self, messages, *, call=None):
         self.chats.append([{"role": m.role, "content": m.content} for m in messages])

@@ -359,7 +359,9 @@ async def test_simulate_validates_the_settings(client, gateway):
 class SixteenKilohertz:
     """A gateway whose speech comes at 16 kHz; it does nothing else."""
 
-    async def transcribe(self, wav: bytes, *, call: object = None) -> str:
+    async def transcribe(
+        self, wav: bytes, *, prompt: str | None = None, call: object = None
+    ) -> str:
         raise NotImplementedError
 
     async def chat(

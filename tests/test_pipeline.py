@@ -48,8 +48,8 @@ class Recording:
         self.open_speech = 0
         self.max_open_speech = 0
 
-    async def transcribe(self, wav, *, call=None):
-        return await self.inner.transcribe(wav, call=call)
+    async def transcribe(self, wav, *, prompt=None, call=None):
+        return await self.inner.transcribe(wav, prompt=prompt, call=call)
 
     async def chat(self, messages, *, call=None):
         self.log.append((time.monotonic(), "chat.start", ""))

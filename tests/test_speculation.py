@@ -60,8 +60,10 @@ async def test_a_pause_speculates_and_resuming_cancels_it_at_the_gateway():
     assert [m.content for m in h.session.dialog.messages() if m.role == "user"] == ["hello there"]
     assert len(h.of(SpeechStopped)) == 1  # one turn
     assert done.speculation.pauses == 2
-    assert done.speculation.cancelled == {"asr": 1, "llm": 1, "tts": 0}
-    assert done.speculation.committed == {"asr": 1, "llm": 1, "tts": 1}
+    # The words before the first pause were kept, and the second part continued them.
+    assert done.speculation.cancelled == {"asr": 0, "llm": 1, "tts": 0}
+    assert done.speculation.committed == {"asr": 2, "llm": 1, "tts": 1}
+    assert len(done.record.calls["asr"]) == 2
     assert sim.requests["transcribe"] == 1 + 1  # after update(): the counts restart
 
 
@@ -170,9 +172,10 @@ async def test_a_barge_in_then_a_pause_speculates_on_the_new_turn_only():
     assert first.status == "interrupted"
     assert second.status == "completed"
     assert second.speculation.pauses == 2
-    assert second.speculation.cancelled["asr"] == 1
+    assert second.speculation.cancelled["asr"] == 0
+    assert second.speculation.committed["asr"] == 2
     users = [m.content for m in h.session.dialog.messages() if m.role == "user"]
-    assert users == ["first question", "second one?"]
+    assert users == ["first question", "and the second one?"]  # the kept words and the rest
 
 
 async def test_hanging_up_while_speculating_cancels_every_request():

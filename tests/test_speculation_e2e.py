@@ -5,7 +5,7 @@ ends: one turn, one reply, the pause's requests cancelled at the gateway and cou
 
 import httpx
 
-from tests.samples import recording, text
+from tests.samples import manifest, recording
 from tests.stack import SIMULATION, app_stack
 from tests.telephony_stack import speech, telephony_stack
 from tests.webrtc_stack import events, rtc_call, webrtc_stack
@@ -42,12 +42,14 @@ async def test_a_pause_mid_sentence_over_the_native_socket():
     assert done["status"] == "completed"
     assert done["speculation"] == {
         "pauses": 2,
-        "committed": {"asr": 1, "llm": 1, "tts": 1},
-        "cancelled": {"asr": 1, "llm": 1, "tts": 0},
+        "committed": {"asr": 2, "llm": 1, "tts": 1},
+        "cancelled": {"asr": 0, "llm": 1, "tts": 0},
     }
-    # The pause's transcription and chat were made and cancelled; the reply's own are the
-    # second pause's, taken over: no request was made twice for the committed turn.
+    # The first pause's words were kept and its chat cancelled; the turn's transcript is
+    # those words and the rest, each part transcribed once; the reply's chat and first
+    # speech are the second pause's, taken over.
     assert requests["transcribe"] == 2 and requests["chat"] == 2
+    assert len(done["record"]["asr"]) == 2
     sentences = len(done["record"]["tts"])
     assert requests["speak"] == sentences
     # The words read finished: the turn ended at the short pause (250 ms, in frames) or,
@@ -57,11 +59,12 @@ async def test_a_pause_mid_sentence_over_the_native_socket():
     assert None not in keys and len(set(keys)) == len(keys)
     # The operator sees the same costs in /metrics.
     assert "voice_speculations_total 2.0" in metrics
-    for stage, outcome, count in [("asr", "cancelled", 1), ("llm", "cancelled", 1),
-                                  ("asr", "committed", 1), ("tts", "committed", 1)]:  # fmt: skip
+    for stage, outcome, count in [("llm", "cancelled", 1), ("asr", "committed", 2),
+                                  ("tts", "committed", 1)]:  # fmt: skip
         line = f'voice_speculative_requests_total{{outcome="{outcome}",stage="{stage}"}} {count}.0'
         assert line in metrics
     assert 'outcome="cancelled",stage="tts"' not in metrics
+    assert 'outcome="cancelled",stage="asr"' not in metrics
 
 
 async def test_a_pause_mid_sentence_on_a_twilio_call():
@@ -75,12 +78,16 @@ async def test_a_pause_mid_sentence_on_a_twilio_call():
     assert [chat[-1]["content"] for chat in stack_.gateway.chats] == [PARTIAL, WHOLE]
     (done,) = [e for e in stack_.metrics.events if isinstance(e, ResponseDone)]
     assert done.speculation.pauses == 2
-    assert done.speculation.cancelled == {"asr": 1, "llm": 1, "tts": 0}
-    assert done.speculation.committed == {"asr": 1, "llm": 1, "tts": 1}
-    # The cancelled transcription heard the first half only; the committed one, all of it.
-    partial, whole = stack_.gateway.transcribed
-    assert partial.duration_ms < whole.duration_ms - 1000
-    assert text(FIRST) and stack_.gateway.in_flight["chat"] == 0
+    assert done.speculation.cancelled == {"asr": 0, "llm": 1, "tts": 0}
+    assert done.speculation.committed == {"asr": 2, "llm": 1, "tts": 1}
+    # Two parts, no audio twice: the first up to the pause, the second after it, sent with
+    # the first's words as its prompt.
+    first, rest = stack_.gateway.transcribed
+    assert stack_.gateway.prompts == [None, PARTIAL]
+    spoken_ms = sum(1000 * (manifest()[n]["speech_end_s"] - manifest()[n]["speech_start_s"])
+                    for n in (FIRST, SECOND))  # fmt: skip
+    assert spoken_ms < first.duration_ms + rest.duration_ms < spoken_ms + 1500
+    assert stack_.gateway.in_flight["chat"] == 0
 
 
 async def test_a_pause_mid_sentence_over_webrtc():
@@ -91,6 +98,6 @@ async def test_a_pause_mid_sentence_over_webrtc():
         (done,) = caller.of_type("response.done")
         assert done["status"] == "completed"
         assert done["speculation"]["pauses"] == 2
-        assert done["speculation"]["cancelled"] == {"asr": 1, "llm": 1, "tts": 0}
-        assert done["speculation"]["committed"] == {"asr": 1, "llm": 1, "tts": 1}
+        assert done["speculation"]["cancelled"] == {"asr": 0, "llm": 1, "tts": 0}
+        assert done["speculation"]["committed"] == {"asr": 2, "llm": 1, "tts": 1}
         assert simulated.requests["transcribe"] == 2

@@ -79,8 +79,11 @@ Voice = str | ReferenceVoice | None
 
 
 class Gateway(Protocol):
-    async def transcribe(self, wav: bytes, *, call: GatewayCall | None = None) -> str:
-        """Text of the speech in ``wav`` (a complete WAV file, any rate)."""
+    async def transcribe(
+        self, wav: bytes, *, prompt: str | None = None, call: GatewayCall | None = None
+    ) -> str:
+        """Text of the speech in ``wav`` (a complete WAV file, any rate). ``prompt``: the
+        words said just before it, which the audio continues (OpenAI's ``prompt``)."""
         ...
 
     def chat(

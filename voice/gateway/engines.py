@@ -79,8 +79,11 @@ class LocalEngines:
         self.transcribe(wav_bytes(PcmFrame(bytes(ASR_RATE * SAMPLE_WIDTH), ASR_RATE)))
 
     # -- ASR --------------------------------------------------------------------------------
-    def transcribe(self, wav: bytes, *, language: str | None = "en") -> str:
-        """Text of the speech in ``wav`` (any rate the WAV reader takes)."""
+    def transcribe(
+        self, wav: bytes, *, language: str | None = "en", prompt: str | None = None
+    ) -> str:
+        """Text of the speech in ``wav`` (any rate the WAV reader takes); ``prompt``: the
+        words just before it, which Whisper continues."""
         frame = read_wav(wav)
         pcm = frame.pcm
         if frame.sample_rate != ASR_RATE:
@@ -97,6 +100,7 @@ class LocalEngines:
             condition_on_previous_text=False,
             without_timestamps=True,
             vad_filter=False,  # turns arrive already cut by our own VAD
+            initial_prompt=prompt or None,
         )
         return " ".join(s.text.strip() for s in segments).strip()
 

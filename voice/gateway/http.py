@@ -217,10 +217,14 @@ class HttpGateway:
 
     # -- the Gateway protocol -------------------------------------------------------------
 
-    async def transcribe(self, wav: bytes, *, call: GatewayCall | None = None) -> str:
+    async def transcribe(
+        self, wav: bytes, *, prompt: str | None = None, call: GatewayCall | None = None
+    ) -> str:
         form = {"model": self._settings.asr_model, "response_format": "json"}
         if self._settings.asr_language:
             form["language"] = self._settings.asr_language
+        if prompt:
+            form["prompt"] = prompt
         return await self._call(
             self._asr,
             lambda r: wire.transcript(r.content, _content_type(r)),

@@ -90,12 +90,16 @@ class LocalGateway:
             ),
         )
 
-    async def transcribe(self, wav: bytes, *, call: GatewayCall | None = None) -> str:
+    async def transcribe(
+        self, wav: bytes, *, prompt: str | None = None, call: GatewayCall | None = None
+    ) -> str:
         _attempt(call)
         engines = await self._engines()
         route = ROUTE_PATHS["transcribe"]
         try:
-            return await _run(engines.asr_pool, engines.transcribe, wav, language=self._language)
+            return await _run(
+                engines.asr_pool, engines.transcribe, wav, language=self._language, prompt=prompt
+            )
         except AudioFormatError as exc:
             raise GatewayBadRequest(exc.message, status=400, route=route) from exc
         except Exception as exc:

@@ -136,10 +136,13 @@ class _Api:
                 raise _bad_request(
                     f"response_format must be 'json' or 'text', not {response_format!r}"
                 )
+            prompt = form.get("prompt")
+            prompt = prompt if isinstance(prompt, str) and prompt else None
             wav = await upload.read(MAX_UPLOAD_BYTES + 1)
         if len(wav) > MAX_UPLOAD_BYTES:
             raise GatewayBadRequest(f"audio file is over {MAX_UPLOAD_BYTES} bytes", status=413)
-        text = await _unless_disconnected(request.receive, self.gateway.transcribe(wav))
+        transcript = self.gateway.transcribe(wav, prompt=prompt)
+        text = await _unless_disconnected(request.receive, transcript)
         if text is None:
             return _GONE
         if response_format == "text":

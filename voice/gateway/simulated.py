@@ -202,7 +202,9 @@ class SimulatedGateway:
         """The voices of the last :data:`VOICES_KEPT` speech requests, oldest first."""
         return list(self._voices)
 
-    async def transcribe(self, wav: bytes, *, call: GatewayCall | None = None) -> str:
+    async def transcribe(
+        self, wav: bytes, *, prompt: str | None = None, call: GatewayCall | None = None
+    ) -> str:
         _attempt(call)
         with self._open("transcribe") as (settings, fault):
             await _trip_before_start(fault)
@@ -211,7 +213,7 @@ class SimulatedGateway:
                     "audio is not a WAV file", status=400, route=ROUTE_PATHS["transcribe"]
                 )
             await asyncio.sleep(settings.asr_ms / 1000)
-            return self._next_script("transcribe", settings.transcripts)
+            return continuing(self._next_script("transcribe", settings.transcripts), prompt)
 
     async def chat(
         self, messages: Sequence[ChatMessage], *, call: GatewayCall | None = None
@@ -295,6 +297,27 @@ class SimulatedGateway:
     def _reset_scripts(self) -> None:
         self._script_turns = {"transcribe": 0, "chat": 0}
         self._fault_hits_left = [fault.count for fault in self._settings.faults]
+
+
+def continuing(transcript: str, prompt: str | None) -> str:
+    """What a real ASR would hear in audio that continues ``prompt`` (the words said just
+    before it, as a caller sends them): the rest of ``transcript``, if it starts with them
+    (compared word by word, ignoring case and punctuation); else all of it."""
+    if not prompt:
+        return transcript
+    said = _words(prompt)
+    words = transcript.split()
+    if [w for w in map(_word, words[: len(said)])] != said:
+        return transcript
+    return " ".join(words[len(said) :])
+
+
+def _word(token: str) -> str:
+    return "".join(c for c in token.lower() if c.isalnum())
+
+
+def _words(text: str) -> list[str]:
+    return [w for w in map(_word, text.split()) if w]
 
 
 def _attempt(call: GatewayCall | None) -> None:

@@ -168,7 +168,8 @@ class Reply:
         items = self._transcriptions
         if items:
             for item in items:
-                self.record.add("asr", item.call)
+                for call in item.calls:
+                    self.record.add("asr", call)
             for item in items:
                 await item.finished.wait()
             # Only what was waited for after the turn ended: a speculative transcription

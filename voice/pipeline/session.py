@@ -127,6 +127,8 @@ class Session:
             floor_ms=turn.hangover_min_ms, ceiling_ms=turn.hangover_max_ms
         )
         self._speculation: Speculation | None = None
+        self._kept: list[Speculation] = []
+        """Speculations of this turn whose words were kept when the caller went on."""
         self._tally = SpeculationTally()
         """Speculation for the turns the next reply will answer."""
         self._turn_lock = asyncio.Lock()
@@ -283,6 +285,10 @@ class Session:
             if (speculation := self._speculation) is not None:
                 self._speculation = None
                 self._chore(self._drop(speculation))
+            for words in self._kept:
+                words.give_up_words()
+                words.tally(self._tally)
+            self._kept = []
 
     @property
     def replying(self) -> bool:
@@ -329,6 +335,8 @@ class Session:
             tasks.append(self._reply_task)
         for task in tasks:
             task.cancel()
+        for words in self._kept:
+            words.give_up_words()
         if (speculation := self._speculation) is not None:
             self._speculation = None
             await speculation.cancel()
@@ -343,7 +351,11 @@ class Session:
             case SpeechResumed():
                 if (speculation := self._speculation) is not None:
                     self._speculation = None
-                    await self._drop(speculation)
+                    if speculation.failed:
+                        await self._drop(speculation)
+                    else:  # the words so far stand: the next part continues them
+                        await speculation.keep_words()
+                        self._kept.append(speculation)
                 return
         self._emit(event)
         match event:
@@ -364,9 +376,14 @@ class Session:
         transcription is the turn's, and the reply takes over what else it started. Past
         ``max_turns_per_min`` the turn is dropped: nothing more reaches the gateway."""
         speculation, self._speculation = self._speculation, None
+        kept, self._kept = self._kept, []
         if speculation is not None and (turn.cut or speculation.failed):
             await self._drop(speculation)
             speculation = None
+        for words in kept:  # the words before the turn's pauses: used, or not after all
+            if speculation is None:
+                words.give_up_words()
+            words.tally(self._tally)
         if not self._turn_rate.allow(time.monotonic()):
             if speculation is not None:
                 await self._drop(speculation)
@@ -405,10 +422,16 @@ class Session:
         # With earlier turns still open (or their reply not yet over) the reply's request
         # depends on more than this transcript: speculate on the transcription only.
         chat = mode in ("llm", "full") and not self._pending and self._reply_done
-        item = Transcription.start(self._gateway, PcmFrame(pause.audio, self._frame_rate))
+        # Only what was said since the last pause the caller went on after, if any.
+        words = self._kept[-1] if self._kept else None
+        start = words.audio_end if words is not None else 0
+        audio = PcmFrame(pause.audio[start:], self._frame_rate)
+        before = words.transcription if words is not None else None
+        item = Transcription.start(self._gateway, audio, before=before)
         speculation = Speculation(
             mode=mode,
             pause_at_ms=pause.at_ms,
+            audio_end=len(pause.audio),
             transcription=item,
             gateway=self._gateway,
             voice=self.voice,

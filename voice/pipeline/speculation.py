@@ -123,6 +123,7 @@ class Speculation:
         *,
         mode: Mode,
         pause_at_ms: int,
+        audio_end: int,
         transcription: Transcription,
         gateway: Gateway,
         voice: Voice,
@@ -131,6 +132,8 @@ class Speculation:
         messages_for: Callable[[str], list[ChatMessage]] | None,
     ) -> None:
         self.pause_at_ms = pause_at_ms
+        self.audio_end = audio_end
+        """Bytes of the turn's audio its transcription covers."""
         self.transcription = transcription
         self.messages: list[ChatMessage] | None = None
         self.first_sentence: str | None = None
@@ -205,13 +208,23 @@ class Speculation:
     @property
     def failed(self) -> bool:
         """Its transcription failed: the turn is better transcribed again as a whole."""
-        task = self.transcription.task
-        return task.done() and (task.cancelled() or task.exception() is not None)
+        return self.transcription.failed
 
     def commit(self) -> None:
         """The turn ended at this pause: its transcription is the turn's (the session keeps
         it); the reply may take the chat and speech."""
         self._taken.add("asr")
+
+    async def keep_words(self) -> None:
+        """The caller went on after this pause: the words before it stay the turn's (the
+        next part continues them); everything else is cancelled."""
+        self._taken.add("asr")
+        await self.cancel()
+
+    def give_up_words(self) -> None:
+        """Words kept by :meth:`keep_words` that the turn will not use after all."""
+        self._taken.discard("asr")
+        self.transcription.task.cancel()
 
     async def cancel(self) -> None:
         """Cancel every request still open and wait until they are closed: all of them if
@@ -220,7 +233,7 @@ class Speculation:
         transcription of a committed turn is the turn's and is left alone."""
         self._task.cancel()
         if "asr" not in self._taken:
-            self.transcription.task.cancel()
+            self.transcription.cancel()
         taps = [tap.cancel() for tap in (self._chat, self._speech) if tap is not None]
         await asyncio.gather(self._task, *taps, return_exceptions=True)
 

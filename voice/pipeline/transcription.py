@@ -1,9 +1,11 @@
 """One turn's transcription, started the moment its audio is known; owned by the session.
 
 A turn's audio goes to the gateway at once, when the turn ends or, with speculation, when
-the caller pauses (voice/pipeline/speculation.py). The reply that answers the turn waits
-for it, and the caller is told the transcript only once the turn is committed: a
-speculative transcript of a turn the caller then went on with is never announced.
+the caller pauses (voice/pipeline/speculation.py). A turn the caller goes on with after a
+pause is transcribed in parts: what was said before the pause is kept, and the next part
+is only the audio after it, sent with those words as its ``prompt`` (as OpenAI's API takes
+a previous segment), so no audio is transcribed twice. The reply that answers the turn
+waits for it, and the caller is told the transcript only once the turn is committed.
 """
 
 from __future__ import annotations
@@ -43,16 +45,36 @@ class Transcription:
     task: asyncio.Task[str] = field(init=False)
     finished: asyncio.Event = field(default_factory=asyncio.Event, init=False)
     call: GatewayCall = field(default_factory=GatewayCall, init=False)
-    """Its gateway request, for the record of the reply that answers it."""
+    """Its own gateway request."""
+    before: Transcription | None = None
+    """The turn's words before this part's audio (a pause the caller went on after)."""
     _announce: Emit | None = field(default=None, init=False)
 
     @classmethod
-    def start(cls, gateway: Gateway, audio: PcmFrame) -> Transcription:
-        """Send ``audio`` (8 or 16 kHz) to the gateway now."""
-        item = cls(started=time.monotonic())
+    def start(
+        cls, gateway: Gateway, audio: PcmFrame, *, before: Transcription | None = None
+    ) -> Transcription:
+        """Send ``audio`` (8 or 16 kHz) to the gateway now; if it continues ``before``,
+        the text is both joined (and ``before``'s words are its prompt, if known yet)."""
+        item = cls(started=time.monotonic(), before=before)
         item.task = asyncio.create_task(item._run(gateway, audio))
         item.task.add_done_callback(item.end)
         return item
+
+    @property
+    def calls(self) -> list[GatewayCall]:
+        """Every gateway request of the turn's transcript, in order."""
+        return [*(self.before.calls if self.before else ()), self.call]
+
+    @property
+    def failed(self) -> bool:
+        task = self.task
+        return task.done() and (task.cancelled() or task.exception() is not None)
+
+    def cancel(self) -> None:
+        self.task.cancel()
+        if self.before is not None:
+            self.before.cancel()
 
     def announce(self, emit: Emit) -> None:
         """Tell the caller the transcript (``input.transcript``) once there is one: the
@@ -70,7 +92,17 @@ class Transcription:
             if audio.sample_rate == NARROWBAND_RATE:
                 # One pass over the whole utterance: ~0.1 ms a second of audio.
                 audio = PcmFrame(Upsampler2x().process(audio.pcm), PIPELINE_RATE)
-            text = (await gateway.transcribe(wav_bytes(audio), call=self.call)).strip()
+            before = self.before
+            prompt = None
+            if before is not None and before.finished.is_set() and not before.failed:
+                prompt = before.task.result() or None
+            wav = wav_bytes(audio)
+            text = (await gateway.transcribe(wav, prompt=prompt, call=self.call)).strip()
+            if before is not None:
+                await before.finished.wait()
+                if before.task.cancelled():
+                    raise asyncio.CancelledError  # the turn's first words were given up
+                text = f"{before.task.result()} {text}".strip()  # raises what it raised
             self.ended = time.monotonic()
             if self._announce is not None:
                 self._announce(Transcript(text))
