@@ -9,8 +9,10 @@ a Twilio caller (voice/bench/carrier.py: 8 kHz μ-law in real time, marks echoed
 
 1. Turns, calls running at once (one per server, each server with its own call, every call
    saying the same recording; latency is not what is measured here): each sentence of the
-   pause set (samples/pauses/) and each question of samples/. Each server logs when it
-   ended a turn (``SpeechStopped``), on the machine's monotonic clock, the caller's too.
+   pause set (samples/pauses/) and the questions of samples/ (``--questions``: by default
+   the seven whose speech is over within 4 s; ``all`` adds the two ~7 s ones). Each server
+   logs when it ended a turn (``SpeechStopped``), on the machine's monotonic clock, the
+   caller's too.
    - **premature**: reply audio reached the caller before the recording's last word
      (``speech_end_s``), per recording: the caller was answered while still talking;
    - **cut-offs**: the server ended the turn before the last word (the end-of-turn
@@ -22,7 +24,9 @@ a Twilio caller (voice/bench/carrier.py: 8 kHz μ-law in real time, marks echoed
    Each recording's transcript is set on the gateways before it plays; the pause set's is
    segmented at its pauses, so a server that transcribes at a pause gets the words so far.
 2. Latency, one call at a time, per reported setting: voice-to-voice p50/p95 on the
-   questions (first reply sound heard − the recording's ``speech_end_s``), and on every
+   questions (first reply sound heard − the recording's ``speech_end_s``, the end of its last
+   voiced frame; and, as ``sound``, the p50 from where its sound ends by energy, which is
+   what `voice bench` measures from, ~0.1 s earlier), and on every
    ``--barge-in-every``-th question the caller interrupts the reply 0.5 s in ("Wait,
    stop."): the time from the interruption's onset to silence at the caller (barge-in
    must stay unaffected).
@@ -37,48 +41,46 @@ a Twilio caller (voice/bench/carrier.py: 8 kHz μ-law in real time, marks echoed
         --sweep fixed:TURN_HANGOVER_MS=300,500,700,900:SPECULATION=off --pauses 8
     .venv/bin/python -m benchmarks.turn_taking --engines local --pauses 6 --questions 4
 
-``--engines local`` answers with the embedded engines (one ``voice gateway`` process, no
-simulation: Whisper hears the pauses itself); it runs every call one at a time, has no
-request counts, and no sweep unless one is given. Run it under ``flock
-/work/notes/bench.lock`` on a shared machine. Traffic goes only to 127.0.0.1; every call
-has a deadline and the whole run a time limit (``--max-minutes``).
+``--latencies asr_ms=0,...`` changes the simulated gateway's. ``--engines local`` answers
+with the embedded engines (one ``voice gateway`` process, no simulation: Whisper hears the
+pauses itself); it runs every call one at a time, has no request counts, and no sweep
+unless one is given. The figures are the machine's: run it alone. Traffic goes only to
+127.0.0.1; every call has a deadline and the whole run a time limit (``--max-minutes``).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
-import logging
-import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from benchmarks.overhead import free_port, percentile, wait_healthy
-from voice.audio.frames import PcmFrame
-from voice.audio.wav import load_wav
+from benchmarks.overhead import percentile, wait_healthy
+from benchmarks.turn_setup import (
+    LATENCIES,
+    REPLY,
+    SAMPLES,
+    SHORT_S,
+    Recording,
+    Server,
+    Setting,
+    Sweep,
+    parse_latencies,
+    parse_setting,
+    parse_sweep,
+    processes,
+    recordings,
+    served_by,
+)
 
-ROOT = Path(__file__).resolve().parent.parent
-SAMPLES = ROOT / "samples"
-LATENCIES: dict[str, float] = {
-    "asr_ms": 150,
-    "ttft_ms": 200,
-    "ms_per_token": 30,
-    "tts_ttfb_ms": 120,
-}
-REPLY = "Sure, I can help you with that. What time suits you best?"
-"""Seven tokens (words) to the first sentence's end, then a second sentence: as mid-reply,
-the sentence is known to have ended only when the next token arrives."""
 ADAPTIVE = "TURN_PAUSE_MS=200,TURN_HANGOVER_MIN_MS=250,TURN_HANGOVER_MAX_MS=900"
 SETTINGS = (
     "off:SPECULATION=off,TURN_HANGOVER_MS=500",
@@ -102,250 +104,6 @@ BARGE_IN_AFTER_S = 0.5
 CLEAR_WAIT_S = 5.0
 SETTLE_S = 3.0
 """After a step-1 batch, how long the gateways may take to see every request end."""
-QUIET_EVENTS = frozenset({"TextDelta", "AudioDone", "ResponseStarted"})
-"""Server events not logged (one per token, or said by others)."""
-
-
-# ---------------------------------------------------------------------------------------
-# what is run: settings, sweeps, recordings
-
-
-@dataclass(frozen=True)
-class Setting:
-    name: str
-    env: tuple[tuple[str, str], ...]
-    """``VOICE_*`` variables, sorted: equal settings share a server."""
-
-    def describe(self) -> str:
-        return " ".join(f"{k}={v}" for k, v in self.env)
-
-
-@dataclass(frozen=True)
-class Sweep:
-    name: str
-    variable: str
-    values: tuple[str, ...]
-    base: tuple[tuple[str, str], ...]
-
-    def settings(self) -> list[Setting]:
-        out = []
-        for value in self.values:
-            env = dict(self.base) | {self.variable: value}
-            out.append(Setting(f"{self.name} {value}", tuple(sorted(env.items()))))
-        return out
-
-
-def env_pairs(text: str) -> dict[str, str]:
-    """``"SPECULATION=off,TURN_HANGOVER_MS=500"`` → ``VOICE_*`` variables."""
-    pairs = {}
-    for item in (part.strip() for part in text.split(",")):
-        if not item:
-            continue
-        key, sep, value = item.partition("=")
-        key = key.strip().upper()
-        if not sep or not key:
-            raise SystemExit(f"expected KEY=VALUE, got {item!r}")
-        pairs[key if key.startswith("VOICE_") else f"VOICE_{key}"] = value.strip()
-    return pairs
-
-
-def parse_latencies(text: str) -> dict[str, float]:
-    """``"asr_ms=0,ttft_ms=50"`` → the simulated gateway's latencies to change."""
-    out = {}
-    for item in (part.strip() for part in text.split(",")):
-        if not item:
-            continue
-        key, _, value = item.partition("=")
-        if key not in LATENCIES:
-            raise SystemExit(f"--latencies: {key!r} is not one of {', '.join(LATENCIES)}")
-        try:
-            out[key] = float(value)
-        except ValueError:
-            raise SystemExit(f"--latencies: {key} must be a number of ms, got {value!r}") from None
-    return out
-
-
-def parse_setting(spec: str) -> Setting:
-    name, sep, pairs = spec.partition(":")
-    if not sep or not name.strip():
-        raise SystemExit(f"--setting: expected NAME:KEY=VALUE,..., got {spec!r}")
-    return Setting(name.strip(), tuple(sorted(env_pairs(pairs).items())))
-
-
-def parse_sweep(spec: str) -> Sweep:
-    parts = spec.split(":")
-    if len(parts) not in (2, 3) or "=" not in parts[1]:
-        raise SystemExit(f"--sweep: expected NAME:KEY=V1,V2,...[:KEY=VALUE,...], got {spec!r}")
-    variable, _, values = parts[1].partition("=")
-    (variable,) = env_pairs(f"{variable}=x")
-    numbers = tuple(v.strip() for v in values.split(",") if v.strip())
-    if not numbers or not all(v.replace(".", "", 1).isdigit() for v in numbers):
-        raise SystemExit(f"--sweep: the values of {variable} must be numbers, got {values!r}")
-    base = env_pairs(parts[2]) if len(parts) == 3 else {}
-    return Sweep(parts[0].strip(), variable, numbers, tuple(sorted(base.items())))
-
-
-@dataclass(frozen=True)
-class Recording:
-    name: str
-    role: str
-    """``question``, ``pause`` (unfinished words before a pause) or ``clause``."""
-    audio: PcmFrame = field(repr=False)
-    speech_start_s: float
-    speech_end_s: float
-    transcript: str
-    """What the simulated gateway answers (segmented at the pauses)."""
-
-
-def recordings(folder: Path, roles: tuple[str, ...], pick: str) -> list[Recording]:
-    """The manifest's recordings of these roles: ``all``, the first N, or names."""
-    entries = [e for e in json.loads((folder / "manifest.json").read_text())["samples"]]
-    entries = [e for e in entries if e["role"] in roles]
-    if pick.isdigit():
-        entries = entries[: int(pick)]
-    elif pick != "all":
-        wanted = [name.strip() for name in pick.split(",") if name.strip()]
-        known = {e["file"]: e for e in entries}
-        missing = [name for name in wanted if name not in known]
-        if missing:
-            raise SystemExit(f"not in {folder / 'manifest.json'}: {', '.join(missing)}")
-        entries = [known[name] for name in wanted]
-    out = []
-    for e in entries:
-        audio = load_wav(folder / e["file"])
-        end = round((e["speech_end_s"] + 0.1) * audio.sample_rate) * 2  # silence follows anyway
-        out.append(
-            Recording(
-                e["file"],
-                e["role"],
-                PcmFrame(audio.pcm[:end], audio.sample_rate),
-                e["speech_start_s"],
-                e["speech_end_s"],
-                e.get("transcript", e["text"]),
-            )
-        )
-    return out
-
-
-# ---------------------------------------------------------------------------------------
-# the server process: `voice serve`'s app, logging its turn events
-
-
-def serve(port: int, gateway_url: str, events: Path) -> None:
-    from voice.cli import run_app
-
-    logging.basicConfig(level=logging.WARNING)
-    os.environ |= {
-        "VOICE_GATEWAY_URL": gateway_url,
-        "VOICE_HOST": "127.0.0.1",
-        "VOICE_PORT": str(port),
-    }
-    run_app(logged_app(events), host="127.0.0.1", port=port, log_level="warning")
-
-
-def logged_app(events: Path) -> Any:
-    """`voice serve`'s app, whose metrics also log each session event but the chattiest,
-    with the time it happened (``time.monotonic``: the machine's clock, the callers' too)."""
-    from voice.app.factory import create_app
-
-    app = create_app()
-    out = events.open("a", buffering=1)
-    metrics = app.state.voice.metrics
-    observe = metrics.observe
-
-    def record(event: Any) -> None:
-        observe(event)
-        kind = type(event).__name__
-        if kind in QUIET_EVENTS:
-            return
-        line: dict[str, Any] = {"t": time.monotonic(), "type": kind}
-        if kind == "SpeechStopped":
-            line |= {"at_ms": event.at_ms, "speech_end_ms": event.speech_end_ms, "cut": event.cut}
-        elif kind == "ResponseDone":
-            line |= {"status": event.status, **event.timings.as_dict()}
-        elif kind == "Transcript":
-            line["text"] = event.text
-        out.write(json.dumps(line) + "\n")
-
-    metrics.observe = record
-    return app
-
-
-# ---------------------------------------------------------------------------------------
-# the processes
-
-
-@dataclass
-class Server:
-    setting: Setting
-    url: str
-    events: Path
-    gateway: str
-    """Base URL of its gateway (``.../v1``)."""
-    own_gateway: bool
-    """Its gateway serves no other server: its request counts are this setting's."""
-
-    def events_between(self, start: float, end: float) -> list[dict[str, Any]]:
-        lines = self.events.read_text().splitlines()
-        return [e for e in map(json.loads, lines) if start <= e["t"] <= end]
-
-
-@contextlib.contextmanager
-def processes(
-    reported: list[Setting], swept: list[Setting], args: argparse.Namespace, tmp: Path
-) -> Iterator[list[Server]]:
-    """A gateway (or one per reported setting) and a server per distinct setting."""
-    python = sys.executable
-    started: list[subprocess.Popen[bytes]] = []
-    clean_env = {k: v for k, v in os.environ.items() if not k.startswith("VOICE_")}
-
-    def gateway() -> str:
-        port = free_port()
-        command = [python, "-m", "voice.cli", "gateway", "--port", str(port)]
-        if args.engines == "simulated":
-            command += ["--simulate", "--reply", REPLY]
-            command += [f"--{k.replace('_', '-')}={v:g}" for k, v in args.latencies.items()]
-        log = subprocess.DEVNULL
-        started.append(subprocess.Popen(command, env=clean_env, stdout=log, stderr=log))
-        return f"http://127.0.0.1:{port}/v1"
-
-    try:
-        servers: list[Server] = []
-        by_env: dict[tuple[tuple[str, str], ...], Server] = {}
-        shared = gateway()
-        for setting in [*reported, *swept]:
-            if setting.env in by_env:
-                continue
-            own = setting in reported and args.engines == "simulated"
-            gateway_url = gateway() if own else shared
-            port = free_port()
-            events = tmp / f"events-{port}.jsonl"
-            events.touch()
-            command = [python, "-m", "benchmarks.turn_taking", "--serve", str(port)]
-            env = clean_env | dict(setting.env)
-            started.append(
-                subprocess.Popen(
-                    [*command, gateway_url, str(events)], cwd=ROOT, env=env,
-                    stdout=subprocess.DEVNULL,
-                )
-            )  # fmt: skip
-            server = Server(setting, f"ws://127.0.0.1:{port}/v1/twilio", events, gateway_url, own)
-            by_env[setting.env] = server
-            servers.append(server)
-        yield servers
-    finally:
-        for process in started:
-            process.terminate()
-        for process in started:
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-
-
-def served_by(servers: list[Server], setting: Setting) -> Server:
-    return next(s for s in servers if s.setting.env == setting.env)
 
 
 # ---------------------------------------------------------------------------------------
@@ -386,6 +144,13 @@ class Call:
     def voice_to_voice_ms(self) -> float | None:
         after = [t for t in self.onsets if t >= self.speech_end]
         return (after[0] - self.speech_end) * 1000 if after else None
+
+    @property
+    def from_sound_end_ms(self) -> float | None:
+        """Voice-to-voice from the end of the sound, as `voice bench` measures it."""
+        v2v = self.voice_to_voice_ms
+        rec = self.recording
+        return None if v2v is None else v2v + (rec.speech_end_s - rec.sound_end_s) * 1000
 
     @property
     def wait_ms(self) -> float | None:
@@ -562,6 +327,7 @@ def figures(setting: Setting, step1: list[Call], step2: list[Call]) -> dict[str,
         "env": dict(setting.env),
         "v2v_p50": median(v2v),
         "v2v_p95": percentile(v2v, 95),
+        "v2v_sound_p50": median([ms for c in measured if (ms := c.from_sound_end_ms) is not None]),
         "wait_p50": median([ms for c in questions if (ms := c.wait_ms) is not None]),
         "premature": rate(mine, "pause", "premature"),
         "cut_offs": rate(mine, "pause", "cut_off"),
@@ -589,14 +355,15 @@ def report(rows: list[dict[str, Any]], sweeps: list[tuple[Sweep, list[dict[str, 
         return f"{pair[0]}/{pair[1]}"
 
     print(
-        f"\n{'setting':<10} {'v2v p50':>7} {'p95':>6} {'wait p50':>8} {'premature':>9} "
-        f"{'cut-offs':>8} {'clause p/c':>10} {'req/turn q':>15} {'req/turn pauses':>15} "
-        f"{'barge-in p50':>12} {'max':>5}"
+        f"\n{'setting':<10} {'v2v p50':>7} {'p95':>6} {'sound':>5} {'wait p50':>8} "
+        f"{'premature':>9} {'cut-offs':>8} {'clause p/c':>10} {'req/turn q':>15} "
+        f"{'req/turn pauses':>15} {'barge-in p50':>12} {'max':>5}"
     )
     for r in rows:
         clause = f"{frac(r['clause_premature'])} {frac(r['clause_cut_offs'])}"
         print(
-            f"{r['setting']:<10} {r['v2v_p50']:>7.0f} {r['v2v_p95']:>6.0f} {r['wait_p50']:>8.0f} "
+            f"{r['setting']:<10} {r['v2v_p50']:>7.0f} {r['v2v_p95']:>6.0f} "
+            f"{r['v2v_sound_p50']:>5.0f} {r['wait_p50']:>8.0f} "
             f"{frac(r['premature']):>9} {frac(r['cut_offs']):>8} {clause:>10} "
             f"{r['requests_questions']:>15} {r['requests_pauses']:>15} "
             f"{r['barge_in_stop_p50']:>12.0f} {r['barge_in_stop_max']:>5.0f}"
@@ -629,7 +396,8 @@ def report(rows: list[dict[str, Any]], sweeps: list[tuple[Sweep, list[dict[str, 
 
 LEGEND = """\
   v2v: first reply sound heard - the last word, ms, one call at a time (questions)
-  wait: the last word - the server ending the turn, ms (questions, calls at once)
+  sound: v2v p50 from where the sound ends (energy, as `voice bench` measures), not the VAD
+  wait: the last word - the server ending the turn, ms (questions, step 1)
   premature: recordings whose reply was heard before their last word (pause set)
   cut-offs: recordings whose turn the server ended before their last word (pause set)
   clause p/c: premature and cut-offs on the recordings pausing after a finished clause
@@ -648,8 +416,9 @@ def legend(args: argparse.Namespace, questions: int, pauses: list[Recording]) ->
     mains = sum(r.role == "pause" for r in pauses)
     print(f"turn taking over Twilio calls; {where}")
     print(
-        f"{questions} questions (samples/); pause set: {mains} pausing mid-phrase, "
-        f"{len(pauses) - mains} after a finished-looking clause (samples/pauses/)"
+        f"{questions} questions (samples/, --questions {args.questions}); pause set: "
+        f"{mains} pausing mid-phrase, {len(pauses) - mains} after a finished-looking clause "
+        "(samples/pauses/)"
     )
     print(LEGEND)
 
@@ -709,7 +478,12 @@ def main() -> None:
     )
     parser.add_argument("--no-sweep", action="store_true", help="run no sweep")
     parser.add_argument("--pauses", default="all", help="pause set: all, the first N, or names")
-    parser.add_argument("--questions", default="all", help="questions: all, first N, or names")
+    parser.add_argument(
+        "--questions",
+        default="short",
+        help=f"questions: all, short (speech over in {SHORT_S:g} s: the two long ones left out), "
+        "the first N, or names",
+    )
     parser.add_argument(
         "--barge-in-every", type=int, default=3, help="interrupt every Nth reply (0: never)"
     )
@@ -720,13 +494,13 @@ def main() -> None:
         help="the simulated gateway's, as its settings name them; default: "
         + ",".join(f"{k}={v:g}" for k, v in LATENCIES.items()),
     )
-    parser.add_argument("--max-minutes", type=float, default=15.0, help="stop the run after")
+    parser.add_argument(
+        "--max-minutes", type=float, help="stop the run after (default: 15, 40 for local engines)"
+    )
     parser.add_argument("--json", type=Path, help="also write the figures here")
-    parser.add_argument("--serve", nargs=3, metavar=("PORT", "GATEWAY_URL", "EVENTS"))
     args = parser.parse_args()
-    if args.serve:
-        serve(int(args.serve[0]), args.serve[1], Path(args.serve[2]))
-        return
+    if args.max_minutes is None:
+        args.max_minutes = 40.0 if args.engines == "local" else 15.0
     args.latencies = dict(LATENCIES) | parse_latencies(args.latencies or "")
     args.reported = [parse_setting(s) for s in args.setting or SETTINGS]
     names = [s.name for s in args.reported]

@@ -38,6 +38,7 @@ def test_a_tiny_run_reports_premature_replies_cut_offs_and_every_figure(tmp_path
     for row in (eager, patient):
         assert not row["errors"], row["errors"]
         assert row["v2v_p50"] > 0 and row["v2v_p95"] >= row["v2v_p50"]
+        assert row["v2v_sound_p50"] > 0
         assert row["wait_p50"] > 0
         assert row["barge_ins"] == 1 and row["barge_in_stop_p50"] >= 0
         # One question: one transcription, one chat, the reply's two sentences spoken.
@@ -50,7 +51,7 @@ def test_a_tiny_run_reports_premature_replies_cut_offs_and_every_figure(tmp_path
     assert [p["premature"] for p in sweep["points"]] == [[1, 1], [0, 1]]
 
     printed = done.stdout
-    for heading in ("v2v p50", "wait p50", "premature", "cut-offs", "req/turn", "barge-in"):
+    for heading in ("v2v p50", "sound", "wait p50", "premature", "cut-offs", "req/turn", "barge-in"):
         assert heading in printed
     assert "at a 5 % premature-reply budget: VOICE_TURN_HANGOVER_MS=900, waiting" in printed
     assert "at a 5 % cut-off budget: VOICE_TURN_HANGOVER_MS=900, waiting" in printed
