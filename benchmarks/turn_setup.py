@@ -57,9 +57,6 @@ class Setting:
     env: tuple[tuple[str, str], ...]
     """``VOICE_*`` variables, sorted: equal settings share a server."""
 
-    def describe(self) -> str:
-        return " ".join(f"{k}={v}" for k, v in self.env)
-
 
 @dataclass(frozen=True)
 class Sweep:

@@ -3,9 +3,10 @@ what each turn setting costs in gateway requests.
 
 Starts, as processes on 127.0.0.1, one voice server per turn setting (``VOICE_*`` variables:
 ``VOICE_SPECULATION``, ``VOICE_TURN_HANGOVER_MS``, ...; variables the server does not know
-are ignored) and ``voice gateway --simulate`` at fixed latencies (ASR 150 ms, first token
-200 ms, 30 ms a token, a 7-token first sentence, speech first byte 120 ms), and calls them as
-a Twilio caller (voice/bench/carrier.py: 8 kHz μ-law in real time, marks echoed as played).
+are ignored, and the shell's own ``VOICE_*`` are left out) and ``voice gateway --simulate``
+at fixed latencies (ASR 150 ms, first token 200 ms, 30 ms a token, a 7-token first
+sentence, speech first byte 120 ms), and calls them as a Twilio caller
+(voice/bench/carrier.py: 8 kHz μ-law in real time, marks echoed as played).
 
 1. Turns, calls running at once (one per server, each server with its own call, every call
    saying the same recording; latency is not what is measured here): each sentence of the
