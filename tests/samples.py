@@ -24,6 +24,20 @@ def text(name: str) -> str:
     return manifest()[name]["text"]
 
 
+PAUSES = SAMPLES / "pauses"
+"""The pause set: sentences with pauses inside (samples/README.md)."""
+
+
+@cache
+def pause_manifest() -> dict[str, dict]:
+    data = json.loads((PAUSES / "manifest.json").read_text())
+    return {entry["file"]: entry for entry in data["samples"]}
+
+
+def pause_recording(name: str) -> PcmFrame:
+    return load_wav(PAUSES / name)
+
+
 ENCODINGS = {".mp3": ("libmp3lame", 16_000), ".ogg": ("libopus", 48_000),
              ".flac": ("flac", 16_000), ".m4a": ("aac", 16_000)}  # fmt: skip
 """Formats people have, with an encoder FFmpeg (PyAV's build) has and a rate it takes."""

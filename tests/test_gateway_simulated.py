@@ -3,14 +3,24 @@
 import asyncio
 import io
 import json
+import subprocess
+import sys
 import wave
-from contextlib import aclosing
+from contextlib import aclosing, suppress
 
+import httpx
 import numpy as np
 import pytest
 from pydantic import ValidationError
 
+from tests.processes import ROOT, free_port
+from tests.samples import pause_manifest, pause_recording
 from tests.timing import MS, SCALE
+from voice.audio.frames import PcmFrame
+from voice.audio.g711 import mulaw_decode, mulaw_encode
+from voice.audio.resample import resample
+from voice.audio.upsample import Upsampler2x
+from voice.audio.wav import wav_bytes as wav_bytes_of
 from voice.core.dialog import ChatMessage
 from voice.errors import (
     GatewayAuthError,
@@ -27,6 +37,8 @@ from voice.gateway.simulated import (
     Fault,
     SimulatedGateway,
     SimulationSettings,
+    continuing,
+    segments_heard,
 )
 
 EARLY = 2 * MS
@@ -334,3 +346,190 @@ async def test_update_applies_from_the_next_request_and_restarts_scripts():
     with pytest.raises(GatewayUnavailable):
         await gateway.transcribe(wav_bytes())
     assert await gateway.transcribe(wav_bytes()) == "first question"
+
+
+# A transcript cut into segments where the caller pauses: an upload gets what it holds.
+
+PAUSE_SET = sorted(pause_manifest())
+SPECULATION_PAUSE_S = 0.2
+"""Silence a server that transcribes at a pause has heard before it uploads."""
+
+
+def cut_wav(frame: PcmFrame, end_s: float) -> bytes:
+    """``frame`` up to ``end_s``, as a WAV: a server's upload of the caller so far."""
+    return wav_bytes_of(
+        PcmFrame(frame.pcm[: round(end_s * frame.sample_rate) * 2], frame.sample_rate)
+    )
+
+
+def over_a_phone_line(frame: PcmFrame) -> PcmFrame:
+    """What a server hears of ``frame`` on a Twilio call, and uploads: the carrier's 8 kHz
+    μ-law, decoded and doubled to 16 kHz as the session does."""
+    narrow = mulaw_decode(mulaw_encode(resample(frame.pcm, frame.sample_rate, 8_000)))
+    return PcmFrame(Upsampler2x().process(narrow), 16_000)
+
+
+def segmented(name: str) -> SimulationSettings:
+    return FAST.model_copy(update={"transcripts": [pause_manifest()[name]["transcript"]]})
+
+
+@pytest.mark.parametrize("line", ["wideband", "phone"])
+async def test_an_upload_cut_at_a_pause_gets_the_words_said_so_far(line):
+    for name in PAUSE_SET:
+        entry = pause_manifest()[name]
+        audio = pause_recording(name)
+        if line == "phone":
+            audio = over_a_phone_line(audio)
+        gateway = SimulatedGateway(segmented(name))
+        segments = [s["text"] for s in entry["segments"]]
+        for i, pause in enumerate(entry["pauses"]):
+            upload = cut_wav(audio, pause["start_s"] + SPECULATION_PAUSE_S)
+            assert await gateway.transcribe(upload) == " ".join(segments[: i + 1]), name
+        whole = cut_wav(audio, entry["speech_end_s"] + 0.5)
+        assert await gateway.transcribe(whole) == entry["text"], name
+
+
+@pytest.mark.parametrize("line", ["wideband", "phone"])
+async def test_an_upload_after_a_pause_continues_the_words_in_its_prompt(line):
+    """A server that kept the words before a pause sends only the audio after it, with
+    those words as its prompt: it gets the next segments, and nothing twice."""
+    for name in PAUSE_SET:
+        entry = pause_manifest()[name]
+        audio = pause_recording(name)
+        if line == "phone":
+            audio = over_a_phone_line(audio)
+        rate = audio.sample_rate
+        gateway = SimulatedGateway(segmented(name))
+        cuts = [p["start_s"] + SPECULATION_PAUSE_S for p in entry["pauses"]]
+        cuts.append(entry["speech_end_s"] + 0.5)
+        said, start = "", 0.0
+        for end in cuts:
+            part = PcmFrame(audio.pcm[round(start * rate) * 2 : round(end * rate) * 2], rate)
+            words = await gateway.transcribe(wav_bytes_of(part), prompt=said or None)
+            said, start = f"{said} {words}".strip(), end
+        assert said == entry["text"], name
+
+
+def test_continuing_a_plain_transcript_drops_the_words_of_the_prompt():
+    assert continuing("Book a table for four, please.", "book a TABLE for") == "four, please."
+    assert continuing("Book a table.", "something else") == "Book a table."
+    assert continuing("Book a table.", None) == "Book a table."
+
+
+async def test_a_segmented_entry_stays_current_until_an_upload_holds_all_of_it():
+    name = "p10_money_to_but.wav"
+    entry = pause_manifest()[name]
+    audio = pause_recording(name)
+    settings = FAST.model_copy(update={"transcripts": [entry["transcript"], "Thanks."]})
+    gateway = SimulatedGateway(settings)
+    first, second = (p["start_s"] + SPECULATION_PAUSE_S for p in entry["pauses"])
+    heard = [
+        await gateway.transcribe(cut_wav(audio, first)),
+        await gateway.transcribe(cut_wav(audio, second)),
+        await gateway.transcribe(cut_wav(audio, first)),  # a caller who started over
+        await gateway.transcribe(cut_wav(audio, entry["duration_s"])),
+        await gateway.transcribe(wav_bytes()),
+        await gateway.transcribe(cut_wav(audio, first)),
+    ]
+    assert heard == [
+        "I want to move some money to",
+        "I want to move some money to my savings account, but",
+        "I want to move some money to",
+        entry["text"],
+        "Thanks.",  # the next entry: a plain one answers any upload
+        "I want to move some money to",  # the script cycled back
+    ]
+
+
+async def test_silence_gets_nothing_from_a_segmented_transcript():
+    gateway = SimulatedGateway(FAST.model_copy(update={"transcripts": ["Book a table for|four."]}))
+    assert await gateway.transcribe(wav_bytes(1.0)) == ""
+    assert gateway.requests["transcribe"] == 1
+
+
+def tone(seconds: float, level_dbfs: float = -20.0) -> np.ndarray:
+    t = np.arange(round(16_000 * seconds)) / 16_000
+    return 32768 * 10 ** (level_dbfs / 20) * np.sqrt(2) * np.sin(2 * np.pi * 220 * t)
+
+
+def pcm_of(*parts: np.ndarray) -> PcmFrame:
+    return PcmFrame(np.concatenate(parts).astype("<i2").tobytes(), 16_000)
+
+
+def test_segments_are_stretches_of_sound_apart_by_the_gap():
+    def heard(frame, gap_ms=250.0, dbfs=-50.0):
+        return segments_heard(frame, gap_ms=gap_ms, dbfs=dbfs)
+
+    quiet = np.zeros
+    words = pcm_of(tone(0.4), quiet(3200), tone(0.3))  # 0.2 s between: one segment
+    assert heard(words) == 1
+    assert heard(words, gap_ms=150) == 2
+    paused = pcm_of(tone(0.4), quiet(4800), tone(0.3))  # 0.3 s between: two
+    assert heard(paused) == 2
+    assert heard(pcm_of(quiet(800), tone(0.02), quiet(8000), tone(0.5))) == 1  # a click
+    assert heard(pcm_of(tone(0.5, -60.0))) == 0  # below the level: quiet
+    assert heard(pcm_of(tone(0.5, -60.0)), dbfs=-70.0) == 1
+    assert heard(PcmFrame(b"", 16_000)) == 0
+
+
+def test_a_segmented_transcript_needs_words_in_every_segment():
+    for bad in ("a||b", "|a", "a|", "a| |b"):
+        with pytest.raises(ValidationError, match="empty segment"):
+            SimulationSettings(transcripts=[bad])
+    with pytest.raises(ValidationError):
+        SimulationSettings(segment_gap_ms=0)
+
+
+async def test_a_segmented_transcript_needs_a_readable_wav():
+    gateway = SimulatedGateway(FAST.model_copy(update={"transcripts": ["a|b"]}))
+    with pytest.raises(GatewayBadRequest, match="not a readable WAV file") as err:
+        await gateway.transcribe(b"RIFF\x00\x00\x00\x00WAVEjunk")
+    assert err.value.status == 400
+
+
+def run_gateway(*flags):
+    port = free_port()
+    command = [sys.executable, "-m", "voice.cli", "gateway", "--simulate", "--port", str(port)]
+    process = subprocess.Popen([*command, *flags], cwd=ROOT, stderr=subprocess.PIPE, text=True)
+    return process, f"http://127.0.0.1:{port}"
+
+
+async def test_the_command_line_sets_the_scripts():
+    process, url = run_gateway(
+        "--transcript", "Book a table for|four.", "--transcript", "Thanks.",
+        "--reply", "Sure, I can help you with that.", "--segment-gap-ms", "300",
+    )  # fmt: skip
+    try:
+        async with httpx.AsyncClient(base_url=url) as client:
+            await until_up(client, process)
+            settings = (await client.get("/v1/simulate")).json()
+            upload = cut_wav(pause_recording("p01_table_for.wav"), 1.9)
+            files = {"file": ("a.wav", upload, "audio/wav")}
+            heard = await client.post(
+                "/v1/audio/transcriptions", files=files, data={"model": "whisper-1"}
+            )
+    finally:
+        process.terminate()
+        process.wait(timeout=15)
+    assert settings["transcripts"] == ["Book a table for|four.", "Thanks."]
+    assert settings["replies"] == ["Sure, I can help you with that."]
+    assert settings["segment_gap_ms"] == 300
+    assert heard.json() == {"text": "Book a table for"}
+
+
+def test_the_command_line_refuses_an_empty_segment_in_words():
+    process, _ = run_gateway("--transcript", "Book a table for||four.")
+    _, err = process.communicate(timeout=30)
+    assert process.returncode == 2
+    assert "has an empty segment: put words on both sides of every '|'" in err
+    assert "Traceback" not in err
+
+
+async def until_up(client, process):
+    async with asyncio.timeout(30):
+        while True:
+            assert process.poll() is None, process.stderr.read()
+            with suppress(httpx.TransportError):
+                if (await client.get("/health")).status_code == 200:
+                    return
+            await asyncio.sleep(0.05)

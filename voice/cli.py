@@ -190,6 +190,26 @@ def _parser() -> argparse.ArgumentParser:
             help=f"with --simulate: {help_text} (default: {default(SimulationSettings, name):g})",
         )
     gateway.add_argument(
+        "--segment-gap-ms",
+        type=float,
+        help="with --simulate: in a segmented transcript, quiet this long in an upload "
+        f"separates two segments (default: {default(SimulationSettings, 'segment_gap_ms'):g})",
+    )
+    gateway.add_argument(
+        "--transcript",
+        action="append",
+        metavar="TEXT",
+        help="with --simulate: what transcription answers, in turn (repeat for more); '|' "
+        "marks where the caller pauses, and an upload that stops at a pause gets the words "
+        "before it (default: one weather question)",
+    )
+    gateway.add_argument(
+        "--reply",
+        action="append",
+        metavar="TEXT",
+        help="with --simulate: what chat streams, a word a token, in turn (repeat for more)",
+    )
+    gateway.add_argument(
         "--x402-price",
         type=int,
         help="with --simulate: chat asks this price (smallest units) by an x402 challenge "
@@ -346,6 +366,8 @@ def _gateway(args: argparse.Namespace) -> int:
 
     if not args.simulate:
         return _serve_local_gateway(args)
+    from pydantic import ValidationError
+
     from voice.gateway.simulated import PaywallSettings, SimulatedGateway, SimulationSettings
 
     knobs: dict[str, Any] = {
@@ -354,12 +376,25 @@ def _gateway(args: argparse.Namespace) -> int:
         "ms_per_token": args.ms_per_token,
         "tts_ttfb_ms": args.tts_ttfb_ms,
         "tts_rtf": args.tts_rtf,
+        "segment_gap_ms": args.segment_gap_ms,
+        "transcripts": args.transcript,
+        "replies": args.reply,
         "receipts": args.receipts or None,
     }
     if args.x402_price is not None or args.x402_secret is not None:
         paywall = {"price": args.x402_price, "secret": args.x402_secret}
         knobs["x402"] = PaywallSettings(**{k: v for k, v in paywall.items() if v is not None})
-    simulation = SimulationSettings(**{k: v for k, v in knobs.items() if v is not None})
+    try:
+        simulation = SimulationSettings(**{k: v for k, v in knobs.items() if v is not None})
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            where, what = (
+                ".".join(map(str, error["loc"])),
+                error["msg"].removeprefix("Value error, "),
+            )
+            problems.append(f"{where}: {what}" if where else what)
+        raise ConfigError("invalid --simulate options: " + "; ".join(problems)) from None
     sock = listen(args.host, args.port)
     app = create_gateway_app(SimulatedGateway(simulation), api_key=args.api_key)
     log.info("simulated gateway on http://%s:%d/v1 (%s)", args.host, args.port, simulation)

@@ -11,6 +11,10 @@ Served over HTTP by :mod:`voice.gateway.server`, it is also the gateway the end-
 (:mod:`voice.gateway.sim_billing`): an x402 challenge on chosen routes, paid by a proof it
 can verify (``x402``), and a receipt on every answer (``receipts``). Speech takes a named
 voice or a reference-audio one; the log says which, and ``voices`` keeps the last few.
+
+A transcript may be cut into segments where the caller pauses (``"I'd like a table for|four
+people."``): the gateway then answers an upload with the segments its audio holds, as a real
+ASR answers speech cut at a pause with the words said so far (:func:`segments_heard`).
 """
 
 from __future__ import annotations
@@ -30,9 +34,11 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from voice.audio.frames import SAMPLE_WIDTH, SPEECH_RATE, PcmFrame
+from voice.audio.wav import read_wav
 from voice.core.dialog import ChatMessage
 from voice.core.record import GatewayCall
 from voice.errors import (
+    AudioFormatError,
     GatewayBadRequest,
     GatewayError,
     GatewayUnavailable,
@@ -68,6 +74,15 @@ _TOKEN = re.compile(r"\s*\S+")
 
 VOICES_KEPT = 16
 """Speech requests' voices kept in :attr:`SimulatedGateway.voices`, newest last."""
+
+SEGMENT_MARK = "|"
+"""Separates the segments of a transcript, where the caller pauses."""
+
+LEVEL_WINDOW_MS = 10
+"""Uploads are measured in windows this long to find where the caller spoke."""
+
+MIN_SEGMENT_MS = 30
+"""A stretch of sound shorter than this is a click, not a segment of speech."""
 
 
 class Fault(BaseModel):
@@ -145,7 +160,17 @@ class SimulationSettings(BaseModel):
     speech_ms_per_char: float = Field(default=65, gt=0)
     """Duration of synthesized speech per character of text."""
     transcripts: list[str] = Field(default_factory=lambda: [DEFAULT_TRANSCRIPT], min_length=1)
-    """Returned by successive ``transcribe`` calls, cycling."""
+    """Returned by successive ``transcribe`` calls, cycling. An entry cut into segments with
+    ``|`` where the caller pauses (``"I'd like a table for|four people."``) is answered
+    with the segments the upload holds (one per stretch of sound, see ``segment_gap_ms``),
+    joined by a space, and stays the current entry until an upload holds all of them: a
+    short upload of speech cut at a pause gets the words said so far, as from a real ASR."""
+    segment_gap_ms: float = Field(default=250, gt=0)
+    """In an upload answered from a segmented transcript, quiet at least this long
+    separates two segments (words inside one are closer together than this)."""
+    speech_dbfs: float = Field(default=-50, ge=-100, le=0)
+    """In an upload answered from a segmented transcript, 10 ms windows louder than this
+    are sound; the rest is quiet."""
     replies: list[str] = Field(default_factory=lambda: [DEFAULT_REPLY], min_length=1)
     """Streamed by successive ``chat`` calls, cycling."""
     faults: list[Fault] = Field(default_factory=list)
@@ -157,6 +182,16 @@ class SimulationSettings(BaseModel):
     receipts: bool = False
     """Served over HTTP: every 2xx answer carries ``x-receipt``, and a JSON body a
     ``receipt`` field, signed for its request id."""
+
+    @model_validator(mode="after")
+    def _check_segments(self) -> SimulationSettings:
+        for entry in self.transcripts:
+            if SEGMENT_MARK in entry and not all(s.strip() for s in entry.split(SEGMENT_MARK)):
+                raise ValueError(
+                    f"transcript {entry!r} has an empty segment: put words on both sides "
+                    f"of every {SEGMENT_MARK!r}"
+                )
+        return self
 
 
 class SimulatedGateway:
@@ -212,8 +247,9 @@ class SimulatedGateway:
                 raise GatewayBadRequest(
                     "audio is not a WAV file", status=400, route=ROUTE_PATHS["transcribe"]
                 )
+            text = self._next_transcript(settings, wav, prompt)
             await asyncio.sleep(settings.asr_ms / 1000)
-            return continuing(self._next_script("transcribe", settings.transcripts), prompt)
+            return text
 
     async def chat(
         self, messages: Sequence[ChatMessage], *, call: GatewayCall | None = None
@@ -289,6 +325,29 @@ class SimulatedGateway:
                 return _Trip(fault)
         return None
 
+    def _next_transcript(self, settings: SimulationSettings, wav: bytes, prompt: str | None) -> str:
+        """The current transcript entry, or as many of its segments as ``wav`` holds; for
+        an upload that continues ``prompt``, only what follows the words it says."""
+        turn = self._script_turns["transcribe"]
+        entry = settings.transcripts[turn % len(settings.transcripts)]
+        if SEGMENT_MARK not in entry:
+            self._script_turns["transcribe"] = turn + 1
+            return continuing(entry, prompt)
+        try:
+            audio = read_wav(wav)
+        except AudioFormatError as exc:
+            raise GatewayBadRequest(
+                f"audio is not a readable WAV file: {exc}",
+                status=400,
+                route=ROUTE_PATHS["transcribe"],
+            ) from None
+        segments = [segment.strip() for segment in entry.split(SEGMENT_MARK)]
+        said = segments_said(segments, prompt)
+        heard = segments_heard(audio, gap_ms=settings.segment_gap_ms, dbfs=settings.speech_dbfs)
+        if said + heard >= len(segments):
+            self._script_turns["transcribe"] = turn + 1
+        return " ".join(segments[said : said + heard])
+
     def _next_script(self, route: Literal["transcribe", "chat"], script: list[str]) -> str:
         turn = self._script_turns[route]
         self._script_turns[route] = turn + 1
@@ -312,12 +371,55 @@ def continuing(transcript: str, prompt: str | None) -> str:
     return " ".join(words[len(said) :])
 
 
+def segments_said(segments: list[str], prompt: str | None) -> int:
+    """How many of ``segments``, from the first, ``prompt`` says (0 if it says none)."""
+    said = _words(prompt or "")
+    count, words = 0, 0
+    for segment in segments:
+        words += len(_words(segment))
+        if words > len(said) or _words(" ".join(segments[: count + 1])) != said[:words]:
+            break
+        count += 1
+    return count
+
+
 def _word(token: str) -> str:
     return "".join(c for c in token.lower() if c.isalnum())
 
 
 def _words(text: str) -> list[str]:
     return [w for w in map(_word, text.split()) if w]
+
+
+def segments_heard(audio: PcmFrame, *, gap_ms: float, dbfs: float) -> int:
+    """Stretches of sound in ``audio`` separated by at least ``gap_ms`` of quiet.
+
+    Sound is a :data:`LEVEL_WINDOW_MS` window whose RMS level is over ``dbfs``; stretches
+    shorter than :data:`MIN_SEGMENT_MS` are clicks and do not count. Only levels are used,
+    so it reads the same upload alike at any rate, through μ-law and resampling: a caller's
+    pause of silence stays far below any speech level.
+    """
+    window = audio.sample_rate * LEVEL_WINDOW_MS // 1000
+    count = len(audio.pcm) // SAMPLE_WIDTH // window
+    if count == 0:
+        return 0
+    samples = np.frombuffer(audio.pcm, dtype="<i2", count=count * window).astype(np.float64)
+    power = np.mean(np.square(samples.reshape(count, window)), axis=1)
+    loud = power > (32768.0 * 10 ** (dbfs / 20)) ** 2
+    gap = max(1, math.ceil(gap_ms / LEVEL_WINDOW_MS))
+    shortest = max(1, math.ceil(MIN_SEGMENT_MS / LEVEL_WINDOW_MS))
+    segments = 0
+    run = quiet = 0  # windows in the current stretch of sound, and of quiet since
+    for is_loud in loud.tolist():
+        if is_loud:
+            if quiet >= gap:
+                segments += run >= shortest
+                run = 0
+            run += 1
+            quiet = 0
+        elif run:
+            quiet += 1
+    return segments + (run >= shortest)
 
 
 def _attempt(call: GatewayCall | None) -> None:
