@@ -24,6 +24,16 @@ def text(name: str) -> str:
     return manifest()[name]["text"]
 
 
+HEARD_AT_PAUSES = {"i01_wait_stop.wav": "Wait,|stop."}
+"""Samples with a pause long enough to speculate on, cut where an ASR hears it."""
+
+
+def transcript_of(name: str) -> str:
+    """A simulated gateway's transcript of ``name``: as :func:`text`, cut into the parts an
+    ASR hears when a server transcribes at the sample's pause (voice/gateway/simulated.py)."""
+    return HEARD_AT_PAUSES.get(name, text(name))
+
+
 PAUSES = SAMPLES / "pauses"
 """The pause set: sentences with pauses inside (samples/README.md)."""
 

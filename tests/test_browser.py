@@ -14,7 +14,7 @@ import pytest
 from websockets.asyncio.client import connect
 
 from tests.browser import caller_wav, chromium, page_of, wait_state
-from tests.samples import manifest, text
+from tests.samples import manifest, text, transcript_of
 from tests.stack import REPLY, SIMULATION, app_stack
 from tests.timing import MS
 from voice.app.auth import mint
@@ -159,7 +159,7 @@ async def test_talking_over_the_reply_interrupts_it(tmp_path):
     # "Wait, stop." starts ~2.4 s after the question ends: the ~3 s reply is playing.
     microphone = caller_wav(tmp_path / "caller.wav", "q01_what_time.wav", "i01_wait_stop.wav")
     simulation = SIMULATION.model_copy(
-        update={"transcripts": [text("q01_what_time.wav"), text("i01_wait_stop.wav")]}
+        update={"transcripts": [text("q01_what_time.wav"), transcript_of("i01_wait_stop.wav")]}
     )
     async with (
         loopback_stack(simulation) as (url, _),

@@ -9,12 +9,13 @@ import httpx
 import pytest
 from websockets.asyncio.client import connect
 
-from tests.samples import recording, text
+from tests.samples import recording, text, transcript_of
 from tests.stack import REPLY, SIMULATION, stack
 from tests.timing import MS
 from voice.audio.frames import PcmFrame
 from voice.audio.resample import resample
 from voice.bench.native import call
+from voice.config import TurnSettings
 from voice.gateway.simulated import Fault
 
 
@@ -54,7 +55,7 @@ async def test_a_sample_turn_end_to_end(speculation):
         assert timings["asr_ms"] < 50
         assert done["speculation"]["committed"] == {"asr": 1, "llm": 1, "tts": 1}
         # At the caller: no earlier than the pause that started the requests + every stage.
-        assert result.voice_to_voice_ms >= 200 + 50 + 80 + 40
+        assert result.voice_to_voice_ms >= TurnSettings().pause_ms + 50 + 80 + 40
     assert sum(simulated.in_flight.values()) == 0
 
 
@@ -73,7 +74,10 @@ async def test_other_rates_in_and_out():
 async def test_barge_in_over_the_socket_keeps_only_what_was_heard():
     # The interruption starts 2 s after the question ends: mid-reply (the reply is ~3 s).
     talk = joined("q01_what_time.wav", "i01_wait_stop.wav")
-    async with stack() as (url, simulated):
+    # What an ASR hears: "Wait," alone at the pause inside "Wait, stop." (it trails off).
+    transcripts = [text("q01_what_time.wav"), transcript_of("i01_wait_stop.wav")]
+    simulation = SIMULATION.model_copy(update={"transcripts": transcripts})
+    async with stack(simulation) as (url, simulated):
         result = await call(url, talk, responses=2, timeout_s=30)
     (interrupted,) = result.of_type("response.interrupted")
     heard = interrupted["heard_text"]

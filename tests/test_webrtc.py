@@ -7,7 +7,7 @@ import asyncio
 
 import httpx
 
-from tests.samples import recording, text
+from tests.samples import recording, text, transcript_of
 from tests.stack import REPLY, SIMULATION
 from tests.timing import MS
 from tests.webrtc_stack import events, rtc_call, voiced_ms, wait_until, webrtc_stack
@@ -75,7 +75,9 @@ async def test_a_caller_offering_only_g711_hears_the_reply_encoded_by_aiortc():
 
 async def test_barge_in_over_webrtc_keeps_only_what_was_played():
     # The interruption starts 2 s after the question ends: mid-reply (the reply is ~3 s).
-    async with webrtc_stack() as (url, app, simulated):
+    transcripts = [SIMULATION.transcripts[0], transcript_of("i01_wait_stop.wav")]
+    simulation = SIMULATION.model_copy(update={"transcripts": transcripts})
+    async with webrtc_stack(simulation) as (url, app, simulated):
         registry = app.state.voice.webrtc
         async with rtc_call(url, joined("q01_what_time.wav", "i01_wait_stop.wav")) as call:
             await events(call, "response.interrupted")

@@ -197,13 +197,13 @@ class TurnSettings(_Frozen):
     """Turns with less voiced audio than this are dropped (coughs, clicks)."""
     max_turn_s: float = Field(default=30.0, gt=1)
     """A turn is cut and sent to ASR at this length."""
-    speculation: Literal["off", "asr", "llm", "full"] = "full"
+    speculation: Literal["off", "asr", "llm", "full"] = "llm"
     """Work started when the caller pauses, before the turn is over (pipeline/speculation.py):
     ``asr`` transcribes the utterance so far, ``llm`` also starts the chat request, ``full``
     also the first sentence's speech. All is cancelled if the caller goes on; nothing plays
     before the turn ends. With it, the pause that ends a turn adapts to the words so far
     (``hangover_min_ms`` / ``hangover_max_ms``); ``off`` waits ``hangover_ms`` every time."""
-    pause_ms: int = Field(default=200, ge=60)
+    pause_ms: int = Field(default=150, ge=60)
     """Pause inside a turn after which speculation starts."""
     hangover_min_ms: int = Field(default=250, ge=100)
     """With speculation: the pause that ends a turn whose words read finished."""
