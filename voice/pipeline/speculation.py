@@ -166,11 +166,12 @@ class Speculation:
             return
         chunker = SentenceChunker(eager_min_words=self._eager_min_words)
         sentences: list[str] = []
-        async for delta in chat.peek():
-            if sentences := chunker.push(delta):
-                break
-        else:
-            sentences = chunker.flush()
+        async with closing(chat.peek()) as deltas:
+            async for delta in deltas:
+                if sentences := chunker.push(delta):
+                    break
+            else:
+                sentences = chunker.flush()
         if not sentences:
             return
         self.first_sentence = sentences[0]
