@@ -110,7 +110,9 @@ def progress_lines(text):
 @pytest.mark.parametrize("terminal", [False, True], ids=["log", "terminal"])
 async def test_progress_repaints_only_on_a_terminal_and_writes_lines_to_a_log(terminal):
     args = ("--samples", SAMPLES / "q08_move_booking.wav", "--turns", "1")
-    async with app_stack() as (url, _):
+    # A long recording; without speculation, as the simulated gateway would answer its
+    # inner pause with the whole question (see benchmarks/twilio.py --short).
+    async with app_stack(turn={"speculation": "off"}) as (url, _):
         ws = url.replace("http", "ws", 1) + "/v1/session"
         if not terminal:
             status, out, err = await voice_bench(ws, *args)

@@ -358,7 +358,10 @@ async def test_a_turn_cut_at_max_length_is_answered_with_what_follows():
 async def test_a_cough_while_the_answer_is_being_prepared_does_not_lose_the_question():
     simulation = FAST.model_copy(update={"asr_ms": 300, "transcripts": ["the question"]})
     vad = ScriptedVad()
-    async with Harness(SimulatedGateway(simulation), vad=vad) as h:
+    # The fixed hangover: 520 ms of silence ends the turn (with speculation the pause would
+    # wait for its words, and the cough would join the turn).
+    off = Settings.model_validate({"turn": {"speculation": "off"}})
+    async with Harness(SimulatedGateway(simulation), off, vad=vad) as h:
         await talk(h.session, vad, speech_ms=1000, silence_ms=520)  # turn ends; ASR starts
         await talk(h.session, vad, speech_ms=120, silence_ms=520)  # a cough, discarded
         done = await h.reply_done()
