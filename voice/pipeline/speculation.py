@@ -152,7 +152,7 @@ class Speculation:
     async def _run(self) -> None:
         item = self.transcription
         await item.finished.wait()
-        if item.task.cancelled() or item.task.exception() is not None:
+        if item.failed:
             self._on_transcript(None)
             return
         text = item.task.result()

@@ -81,7 +81,7 @@ class Transcription:
         turn is committed."""
         if not self.finished.is_set():
             self._announce = emit
-        elif not self.task.cancelled() and self.task.exception() is None:
+        elif not self.failed:
             emit(Transcript(self.task.result()))
 
     def end(self, *_: object) -> None:
