@@ -1,6 +1,6 @@
 # voice with its embedded offline engines: runs with no gateway and no network.
 #   docker build -t voice .
-#   docker run -p 8080:8080 -e VOICE_AUTH_SECRET voice   # local engines (Whisper, SmolLM2, hibari)
+#   docker run -p 8080:8080 -e VOICE_AUTH_SECRET voice   # local engines (Whisper, Qwen2.5, hibari)
 #   docker run -p 8080:8080 -e VOICE_AUTH_SECRET -e VOICE_GATEWAY_URL=https://gateway.example/v1 \
 #       -e VOICE_GATEWAY_API_KEY voice                  # a remote gateway instead
 # It listens on 0.0.0.0, so it needs VOICE_AUTH_SECRET (32+ bytes, passed from the host's

@@ -6,12 +6,18 @@ process on 127.0.0.1, plays sample questions into it one session per turn with
 (first non-silent reply audio - end of the caller's speech), the per-stage timings from each
 ``response.done``, and the server process's resident memory (RSS now and at its peak).
 
+``answers``: loads the engines in this process and asks the chat model every question of the
+judged answer set (``benchmarks/answers.json``, :mod:`voice.bench.answers`) under the default
+instructions, as a session would; prints each reply with what is wrong with it, and how many
+pass. ``latency`` judges the replies it hears too.
+
 ``scaling``: loads the engines in this process and times how ASR and TTS cost grows with the
 length of what they handle: ASR on utterances of ~2-28 s (sample speech back to back; Whisper
 reads 30 s windows), TTS on 1-8 sentences (time to the first chunk, and in total).
 
     .venv/bin/python -m benchmarks.local latency               # 10 turns over the samples
     .venv/bin/python -m benchmarks.local latency --sessions 2  # 2 callers at once
+    .venv/bin/python -m benchmarks.local answers               # the judged answer set
     .venv/bin/python -m benchmarks.local scaling
 
 Traffic goes only to 127.0.0.1 and every run ends by itself.
@@ -32,11 +38,13 @@ from pathlib import Path
 from benchmarks.overhead import free_port, percentile, wait_healthy
 from voice.audio.frames import PcmFrame
 from voice.audio.wav import load_wav, wav_bytes
+from voice.bench import answers as judged
 from voice.bench.native import call
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT / "samples"
 STAGES = ("asr_ms", "llm_ttft_ms", "first_sentence_ms", "tts_ttfb_ms", "first_audio_ms")
+ANSWERS = ROOT / "benchmarks" / "answers.json"
 SENTENCE = "The train to the city leaves from platform four at half past nine."
 
 
@@ -80,6 +88,8 @@ async def measure(args: argparse.Namespace, port: int, pid: int) -> None:
     samples = questions()
     v2v: list[float] = []
     stages: dict[str, list[float]] = {k: [] for k in STAGES}
+    expected = {e.sample: e for e in judged.load(ANSWERS) if e.sample}
+    sensible = judged_turns = 0
     for turn in range(args.turns):
         batch = [samples[(turn * args.sessions + i) % len(samples)] for i in range(args.sessions)]
         results = await asyncio.gather(*(call(url, rec, timeout_s=60) for _, rec in batch))
@@ -92,9 +102,15 @@ async def measure(args: argparse.Namespace, port: int, pid: int) -> None:
             ms = result.voice_to_voice_ms
             if ms is not None:
                 v2v.append(ms)
+            verdict = ""
+            if name in expected:
+                problems = expected[name].problems(result.reply_text)
+                judged_turns += 1
+                sensible += not problems
+                verdict = "  ok" if not problems else "  WRONG: " + "; ".join(problems)
             print(
                 f"{name:28s} v2v {ms or float('nan'):6.0f} ms  {result.transcript!r}"
-                f" -> {result.reply_text[:60]!r}"
+                f" -> {result.reply_text!r}{verdict}"
             )
     now, peak = rss_mb(pid)
     print(f"\n{len(v2v)} turns, {args.sessions} session(s) at a time")
@@ -105,6 +121,38 @@ async def measure(args: argparse.Namespace, port: int, pid: int) -> None:
     for k, values in stages.items():
         print(f"  {k:18s} median {statistics.median(values):6.0f} ms")
     print(f"server RSS: {now:.0f} MiB now, {peak:.0f} MiB peak")
+    print(f"sensible replies (benchmarks/answers.json): {sensible}/{judged_turns}")
+
+
+def answers(args: argparse.Namespace) -> None:
+    from voice.config import PipelineSettings
+    from voice.core.dialog import ChatMessage
+    from voice.gateway.engines import LocalEngines
+    from voice.gateway.local import LocalGateway
+
+    engines = LocalEngines()
+    gateway = LocalGateway(engines=engines)
+    system = ChatMessage("system", PipelineSettings().instructions)
+
+    async def ask(question: str) -> str:
+        chunks = gateway.chat([system, ChatMessage("user", question)])
+        return "".join([delta async for delta in chunks]).strip()
+
+    passed = {False: 0, True: 0}
+    asked = {False: 0, True: 0}
+    for expected in judged.load(ANSWERS):
+        for _ in range(args.runs):
+            reply = asyncio.run(ask(expected.question))
+            problems = expected.problems(reply)
+            asked[expected.probe] += 1
+            passed[expected.probe] += not problems
+            mark = "ok   " if not problems else "WRONG"
+            print(f"{mark} {expected.id:15s} {reply!r}")
+            for problem in problems:
+                print(f"      {problem}")
+    print(f"\nanswer set: {passed[False]}/{asked[False]} sensible", end="; ")
+    print(f"probes {passed[True]}/{asked[True]}")
+    engines.close()
 
 
 def scaling(args: argparse.Namespace) -> None:
@@ -163,10 +211,14 @@ def main() -> None:
     lat = commands.add_parser("latency", help="voice-to-voice latency and memory per process")
     lat.add_argument("--turns", type=int, default=10, help="turns (one session each)")
     lat.add_argument("--sessions", type=int, default=1, help="callers at once per turn")
+    ans = commands.add_parser("answers", help="the judged answer set on the chat model")
+    ans.add_argument("--runs", type=int, default=1, help="times to ask each question")
     commands.add_parser("scaling", help="ASR and TTS cost against input length")
     args = parser.parse_args()
     if args.command == "latency":
         latency(args)
+    elif args.command == "answers":
+        answers(args)
     else:
         scaling(args)
 

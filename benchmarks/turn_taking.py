@@ -415,7 +415,7 @@ def legend(args: argparse.Namespace, questions: int, pauses: list[Recording]) ->
             "token, a 7-token first sentence, speech first byte {tts_ttfb_ms} ms"
         ).format(**{k: f"{v:g}" for k, v in args.latencies.items()})
     else:
-        where = "embedded engines (voice gateway: Whisper base, SmolLM2-135M, hibari)"
+        where = "embedded engines (voice gateway: Whisper tiny.en, Qwen2.5-Coder-0.5B, hibari)"
     mains = sum(r.role == "pause" for r in pauses)
     print(f"turn taking over Twilio calls; {where}")
     print(

