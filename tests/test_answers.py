@@ -7,13 +7,13 @@ from pathlib import Path
 import pytest
 
 from voice.bench.answers import MAX_WORDS, Expected, load
+from voice.core.dialog import ChatMessage
 from voice.gateway.local_prompt import (
     DEFAULT_INSTRUCTIONS,
     LOCAL_EXAMPLES,
     LOCAL_INSTRUCTIONS,
     for_local_model,
 )
-from voice.core.dialog import ChatMessage
 
 ROOT = Path(__file__).resolve().parent.parent
 ANSWERS = load(ROOT / "benchmarks" / "answers.json")

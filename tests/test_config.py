@@ -3,7 +3,8 @@
 import logging
 
 import pytest
-from pydantic import ValidationError
+
+from voice.app.factory import LOCAL_HANGOVER_MIN_MS, for_embedded_enginesfrom pydantic import ValidationError
 
 from voice.config import (
     GatewaySettings,
@@ -165,3 +166,14 @@ def test_the_seeds_gateway_settings_are_read_from_the_environment():
 def test_the_seeds_gateway_settings_refuse_what_cannot_work(env, why):
     with pytest.raises(ConfigError, match=why):
         Settings.from_env(env)
+
+
+def test_the_embedded_engines_wait_longer_before_ending_a_turn_unless_told_otherwise():
+    assert Settings.from_env({}).turn.hangover_min_ms == 250
+    local = for_embedded_engines(Settings.from_env({}))
+    assert local.turn.hangover_min_ms == LOCAL_HANGOVER_MIN_MS == 600
+    assert local.turn.hangover_max_ms == 900
+    chosen = Settings.from_env({"VOICE_TURN_HANGOVER_MIN_MS": "300"})
+    assert for_embedded_engines(chosen).turn.hangover_min_ms == 300
+    low_ceiling = Settings.from_env({"VOICE_TURN_HANGOVER_MAX_MS": "400"})
+    assert for_embedded_engines(low_ceiling).turn.hangover_min_ms == 400

@@ -163,6 +163,11 @@ def test_no_gateway_url_builds_the_local_gateway():
     assert isinstance(build_gateway(Settings()), LocalGateway)
 
 
+def test_the_app_on_the_embedded_engines_waits_their_turn_floor():
+    app = create_app(Settings.from_env({}))
+    assert app.state.voice.settings.turn.hangover_min_ms == 600
+
+
 def test_a_weight_file_that_changed_is_refused(monkeypatch):
     key = ("hibari-tts", "hibari/assets/vocab.json")
     monkeypatch.setitem(weights.WEIGHTS, key, "0" * 64)

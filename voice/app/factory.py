@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import AsyncIterator
+from typing import Final
 
 from starlette.applications import Starlette
 
@@ -28,6 +29,9 @@ from voice.app.webrtc_routes import webrtc_routes
 from voice.config import Settings
 from voice.errors import ConfigError
 from voice.gateway.base import Gateway
+
+LOCAL_HANGOVER_MIN_MS: Final = 600
+"""The turn floor (``VOICE_TURN_HANGOVER_MIN_MS``) on the embedded engines."""
 
 
 def build_gateway(settings: Settings) -> Gateway:
@@ -51,6 +55,24 @@ def build_gateway(settings: Settings) -> Gateway:
     return HttpGateway(settings.gateway)
 
 
+def for_embedded_engines(settings: Settings) -> Settings:
+    """``settings`` with the turn floor the embedded engines want, unless the operator set one.
+
+    Whisper ends every upload with a full stop, so a caller who pauses after "I booked a table
+    for Friday evening," reads finished and was cut off at the 250 ms floor. The embedded
+    reply's first sentence is ready over a second after the turn ends, so waiting
+    :data:`LOCAL_HANGOVER_MIN_MS` before committing costs it nothing (measured: median
+    voice-to-voice 1496 ms at 250, 1419 ms at 600, and the cut-off gone).
+    """
+    turn = settings.turn
+    if "hangover_min_ms" in turn.model_fields_set:
+        return settings
+    floor = min(LOCAL_HANGOVER_MIN_MS, turn.hangover_max_ms)
+    if floor <= turn.hangover_min_ms:
+        return settings
+    return settings.model_copy(update={"turn": turn.model_copy(update={"hangover_min_ms": floor})})
+
+
 def create_app(
     settings: Settings | None = None,
     *,
@@ -65,6 +87,8 @@ def create_app(
     """
     if settings is None:
         settings = Settings.from_env(os.environ)
+    if gateway is None and settings.gateway.url is None:
+        settings = for_embedded_engines(settings)
     owned = gateway is None
     state = AppState(settings=settings, gateway=gateway or build_gateway(settings), shared=shared)
 
