@@ -35,7 +35,7 @@ def test_the_set_covers_every_sample_question_and_names_real_recordings():
     [
         ("It's 10:30 AM.", "says '10:30 AM"),
         ("The time is 7 pm right now.", "says '7 pm'"),
-        ("It is about three o'clock.", "says \"o'clock\""),
+        ("It is about three o'clock.", 'says "o\'clock"'),
         ("Sure, here you go.", "says none of"),
     ],
 )

@@ -3,9 +3,9 @@
 import logging
 
 import pytest
+from pydantic import ValidationError
 
-from voice.app.factory import LOCAL_HANGOVER_MIN_MS, for_embedded_enginesfrom pydantic import ValidationError
-
+from voice.app.factory import LOCAL_HANGOVER_MIN_MS, for_embedded_engines
 from voice.config import (
     GatewaySettings,
     PipelineSettings,
