@@ -11,8 +11,9 @@ bounded thread pools (one per engine, so a queued ASR job never holds up speech)
 :mod:`voice.gateway.local` runs every call on them, off the event loop. Engine libraries
 release the GIL while they compute, so the event loop keeps serving other sessions' audio.
 
-Loading takes a few seconds and about 1 GB; :func:`shared_engines` does it once per
-process, and every session (every :class:`~voice.gateway.local.LocalGateway`) shares them.
+Loading takes about 10 s (most of it the chat preamble, below) and about 1.2 GB;
+:func:`shared_engines` does it once per process, and every session (every
+:class:`~voice.gateway.local.LocalGateway`) shares them.
 """
 
 from __future__ import annotations
