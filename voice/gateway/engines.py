@@ -131,7 +131,7 @@ class LocalEngines:
 
     def synthesize(self, phonemes: str) -> PcmFrame:
         """Speech for one phoneme string from :meth:`sentences`, as 24 kHz PCM16."""
-        audio: npt.NDArray[np.float32] = self._tts.from_phonemes(phonemes)
+        audio = trim_silence(self._tts.from_phonemes(phonemes), SPEECH_RATE)
         pcm = (np.clip(audio, -1.0, 1.0) * 32767.0).astype("<i2").tobytes()
         return PcmFrame(pcm, SPEECH_RATE)
 
@@ -232,6 +232,28 @@ def _load_hibari() -> Any:
     tts = hibari.Hibari(voice="heart", model=model, threads=1)
     tts.from_phonemes(tts.phonemize("Ready.")[0])  # loads the G2P now, not in the first turn
     return tts
+
+
+SOUND_LEVEL: Final = 10 ** (-50 / 20)
+"""A sample above -50 dBFS is sound; hibari's padding is far below, its speech far above."""
+KEEP_BEFORE_MS: Final = 40
+"""Silence kept before the first sound: a soft onset below the level stays whole."""
+KEEP_AFTER_MS: Final = 200
+"""Silence kept after the last sound: the pause between two sentences."""
+
+
+def trim_silence(audio: npt.NDArray[np.float32], rate: int) -> npt.NDArray[np.float32]:
+    """``audio`` without the padding hibari puts around each sentence.
+
+    hibari starts every sentence with ~300 ms of silence and ends it with ~450 ms: the first
+    would be heard as that much more latency, and both as a halting reply.
+    """
+    loud = np.flatnonzero(np.abs(audio) > SOUND_LEVEL)
+    if loud.size == 0:
+        return audio
+    start = max(0, int(loud[0]) - rate * KEEP_BEFORE_MS // 1000)
+    end = min(audio.size, int(loud[-1]) + 1 + rate * KEEP_AFTER_MS // 1000)
+    return audio[start:end]
 
 
 _MARKUP = re.compile(r"[*_`#>|~]+")
