@@ -19,6 +19,7 @@ from voice.audio.upsample import Upsampler2x
 from voice.audio.wav import wav_bytes
 from voice.core.events import Transcript
 from voice.core.record import GatewayCall
+from voice.core.transcripts import joined
 from voice.gateway.base import Gateway
 from voice.pipeline.sink import Emit
 
@@ -102,7 +103,7 @@ class Transcription:
                 await before.finished.wait()
                 if before.task.cancelled():
                     raise asyncio.CancelledError  # the turn's first words were given up
-                text = f"{before.task.result()} {text}".strip()  # raises what it raised
+                text = joined(before.task.result(), text)  # raises what it raised
             self.ended = time.monotonic()
             if self._announce is not None:
                 self._announce(Transcript(text))
