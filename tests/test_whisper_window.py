@@ -85,6 +85,15 @@ def test_a_decode_that_loops_goes_to_the_full_window():
     assert model.whole == 1
 
 
+def test_more_words_than_anyone_says_in_the_time_is_a_loop_too():
+    model = Model("But something came up. But something came up.")
+    assert whisper.transcribe(model, seconds(1.2), language="en", prompt=None) == "whole"
+    model = Model("But something came up.")
+    assert whisper.transcribe(model, seconds(1.2), language="en", prompt=None) == (
+        "But something came up."
+    )
+
+
 def test_audio_longer_than_a_window_goes_to_faster_whispers_loop():
     model = Model("unused")
     assert whisper.transcribe(model, seconds(27.0), language="en", prompt=None) == "whole"

@@ -34,6 +34,7 @@ _HOP: Final = 160  # samples per mel frame (10 ms)
 _MAX_TOKENS: Final = 224  # Whisper's decoder holds 448 positions; half for the text
 _TOKENS_PER_S: Final = 8  # fast speech is ~4 words (~5 tokens) a second; more is a loop
 _COMPRESSION_RATIO: Final = 2.4  # faster-whisper's own threshold for a repetitive decode
+_WORDS_PER_S: Final = 4  # brisk speech; "But something came up." twice in 1.2 s is a loop
 
 
 def transcribe(
@@ -64,17 +65,20 @@ def transcribe(
         suppress_tokens=_suppressed(tokenizer),
     )[0]
     text: str = tokenizer.decode(result.sequences_ids[0]).strip()
-    if _looping(text):
-        # A short window can send the decoder round a loop; Whisper's own test for that
-        # (the text compresses too well) sends this audio to the full window instead.
+    if _looping(text, seconds):
+        # A short window can send the decoder round a loop: more words than anyone says in
+        # that time, or text that compresses too well (Whisper's own test). That audio goes
+        # to the full window instead.
         log.info("cut-window transcription looped; transcribing with the full window")
         return _whole(model, audio, language=language, prompt=prompt)
     return text
 
 
-def _looping(text: str) -> bool:
+def _looping(text: str, seconds: float) -> bool:
     from faster_whisper.transcribe import get_compression_ratio
 
+    if len(text.split()) > _WORDS_PER_S * seconds + 2:
+        return True
     return bool(text) and get_compression_ratio(text) > _COMPRESSION_RATIO
 
 
