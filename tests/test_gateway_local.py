@@ -7,6 +7,7 @@ them, as every session of a server does.
 import asyncio
 import re
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -17,6 +18,7 @@ from tests.timing import MS
 from voice.app.factory import build_gateway, create_app
 from voice.audio.frames import PcmFrame
 from voice.audio.wav import wav_bytes
+from voice.bench import answers as judged
 from voice.bench.native import call
 from voice.config import Settings
 from voice.core.dialog import ChatMessage
@@ -24,10 +26,12 @@ from voice.errors import ConfigError, GatewayBadRequest
 from voice.gateway import weights
 from voice.gateway.engines import MODEL_IDS, LocalEngines, shared_engines
 from voice.gateway.local import LocalGateway
+from voice.gateway.local_prompt import DEFAULT_INSTRUCTIONS
 from voice.gateway.server import create_gateway_app
 
 pytestmark = pytest.mark.local
 
+ANSWERS = Path(__file__).resolve().parent.parent / "benchmarks" / "answers.json"
 INSTRUCTIONS = "You are a helpful voice assistant. Answer in one or two short sentences."
 
 
@@ -157,6 +161,16 @@ async def test_models_and_warm(gateway):
     await gateway.warm()
     await gateway.aclose()  # leaves the shared engines loaded for everyone else
     assert await gateway.models() == list(MODEL_IDS)
+
+
+@pytest.mark.parametrize("which", ["time", "date", "rain", "remind", "capital"])
+async def test_the_embedded_model_answers_honestly(gateway, which):
+    """Greedy decoding makes these replies the same every run: the judged answer set's
+    questions whose honest answer a small model is most tempted to invent."""
+    expected = next(e for e in judged.load(ANSWERS) if e.id == which)
+    messages = [ChatMessage("system", DEFAULT_INSTRUCTIONS), ChatMessage("user", expected.question)]
+    reply = "".join([delta async for delta in gateway.chat(messages)])
+    assert expected.problems(reply) == [], reply
 
 
 def test_no_gateway_url_builds_the_local_gateway():
