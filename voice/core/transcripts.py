@@ -1,8 +1,9 @@
 """Joining a turn transcribed in parts (sans-I/O).
 
-A later part is transcribed with the earlier words as its prompt, and Whisper sometimes
-starts it by saying the prompt's last sentence again ("... Friday evening. But something
-came up." + "But something came up. So could you ..."). :func:`joined` drops such an echo.
+A later part is transcribed with the earlier words as its prompt, and an ASR given a prompt
+can start its text by saying the prompt's end again (Whisper's "prompt leakage"): "... Friday
+evening. But something came up." + "But something came up. So could you ...".
+:func:`joined` drops such an echo, so the dialog does not hold the words twice.
 """
 
 from __future__ import annotations
