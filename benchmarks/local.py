@@ -11,6 +11,11 @@ judged answer set (``benchmarks/answers.json``, :mod:`voice.bench.answers`) unde
 instructions, as a session would; prints each reply with what is wrong with it, and how many
 pass. ``latency`` judges the replies it hears too.
 
+``asr``: loads Whisper and transcribes every recording of ``samples/`` and ``samples/pauses/``
+(its speech, 200 ms before and 100 ms after) on the window cut to the turn and on the full
+30 s window (:mod:`voice.gateway.whisper`): word error rate against the manifests' text,
+and the median time of the better of two runs.
+
 ``scaling``: loads the engines in this process and times how ASR and TTS cost grows with the
 length of what they handle: ASR on utterances of ~2-28 s (sample speech back to back; Whisper
 reads 30 s windows), TTS on 1-8 sentences (time to the first chunk, and in total).
@@ -18,6 +23,7 @@ reads 30 s windows), TTS on 1-8 sentences (time to the first chunk, and in total
     .venv/bin/python -m benchmarks.local latency               # 10 turns over the samples
     .venv/bin/python -m benchmarks.local latency --sessions 2  # 2 callers at once
     .venv/bin/python -m benchmarks.local answers               # the judged answer set
+    .venv/bin/python -m benchmarks.local asr                   # the cut window's WER, time
     .venv/bin/python -m benchmarks.local scaling
 
 Traffic goes only to 127.0.0.1 and every run ends by itself.
@@ -155,6 +161,45 @@ def answers(args: argparse.Namespace) -> None:
     engines.close()
 
 
+def asr(args: argparse.Namespace) -> None:
+    import numpy as np
+
+    from voice.audio.resample import resample
+    from voice.bench.stats import word_errors, words
+    from voice.gateway import whisper
+    from voice.gateway.engines import load_whisper
+
+    model = load_whisper(2)
+    ways = {"cut window": whisper.transcribe, "full window": whisper._whole}
+    errors = dict.fromkeys(ways, 0)
+    times: dict[str, list[float]] = {way: [] for way in ways}
+    total = 0
+    for folder in (SAMPLES, SAMPLES / "pauses"):
+        for s in json.loads((folder / "manifest.json").read_text())["samples"]:
+            frame = load_wav(folder / s["file"])
+            rate = frame.sample_rate
+            a = max(0, round(s["speech_start_s"] * rate) - rate // 5)
+            b = round(s["speech_end_s"] * rate) + rate // 10
+            pcm = resample(frame.pcm[a * 2 : b * 2], rate, whisper.RATE)
+            audio = np.frombuffer(pcm, "<i2").astype(np.float32) / 32768
+            total += len(words(s["text"]))
+            for way, transcribe in ways.items():
+                runs = []
+                for _ in range(2):
+                    began = time.perf_counter()
+                    heard = transcribe(model, audio, language="en", prompt=None)
+                    runs.append(time.perf_counter() - began)
+                times[way].append(min(runs))
+                errors[way] += word_errors(s["text"], heard)
+                if word_errors(s["text"], heard):
+                    print(f"{way:11s} {s['file']:28s} heard {heard!r}")
+    for way in ways:
+        print(
+            f"{way}: WER {100 * errors[way] / total:.1f} % ({errors[way]}/{total} words), "
+            f"median {1000 * statistics.median(times[way]):.0f} ms over {len(times[way])}"
+        )
+
+
 def scaling(args: argparse.Namespace) -> None:
     from voice.gateway.engines import LocalEngines
 
@@ -213,12 +258,15 @@ def main() -> None:
     lat.add_argument("--sessions", type=int, default=1, help="callers at once per turn")
     ans = commands.add_parser("answers", help="the judged answer set on the chat model")
     ans.add_argument("--runs", type=int, default=1, help="times to ask each question")
+    commands.add_parser("asr", help="Whisper on the cut window and the full one: WER, time")
     commands.add_parser("scaling", help="ASR and TTS cost against input length")
     args = parser.parse_args()
     if args.command == "latency":
         latency(args)
     elif args.command == "answers":
         answers(args)
+    elif args.command == "asr":
+        asr(args)
     else:
         scaling(args)
 

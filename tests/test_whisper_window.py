@@ -76,7 +76,14 @@ def test_a_short_turn_is_encoded_in_a_window_of_its_own_length_plus_the_tail():
     )
     assert model.frames == [round((2.0 + whisper.TAIL_S) * 100)]
     assert model.whole == 0
-    assert model.options["max_length"] == 8 * 2 + 16
+    assert model.options["max_length"] == 1 + 8 * 2 + 16  # the prompt's start token too
+
+
+def test_the_words_before_count_in_the_decoders_length():
+    model = Model("so could you help me move it")
+    before = "I booked a table for Friday evening but something came up"
+    whisper.transcribe(model, seconds(2.0), language="en", prompt=before)
+    assert model.options["max_length"] == 1 + len(before.split()) + 8 * 2 + 16
 
 
 def test_a_decode_that_loops_goes_to_the_full_window():

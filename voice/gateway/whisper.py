@@ -5,11 +5,11 @@ window, not with the speech: on this 2-core box, tiny.en takes ~440 ms to encode
 ~45 ms to encode 6 s. A caller's turn is a few seconds long, so faster-whisper (which always
 pads to 30 s) spends nine tenths of a transcription encoding silence.
 
-:func:`transcribe` encodes only the utterance plus :data:`TAIL_S` of silence (the end of a
-window is where Whisper expects speech to stop; without the tail it drops or repeats the last
-word), then decodes greedily from that, as faster-whisper would with ``beam_size=1``,
-``temperature=0`` and no timestamps. Audio longer than one window goes to faster-whisper's
-own loop unchanged. ``benchmarks/local.py asr`` measures both ways on ``samples/``.
+:func:`transcribe` encodes only the utterance plus :data:`TAIL_S` of silence (zero
+features, as faster-whisper pads; with a shorter tail tiny.en loops more often), then decodes
+greedily from that, as faster-whisper would with ``beam_size=1``, ``temperature=0`` and no
+timestamps. Audio longer than one window goes to faster-whisper's own loop unchanged.
+``python -m benchmarks.local asr`` measures both ways on ``samples/`` and ``samples/pauses/``.
 """
 
 from __future__ import annotations
@@ -31,7 +31,8 @@ with 5 s, none)."""
 WINDOW_S: Final = 30
 """The longest window Whisper reads; longer audio goes through faster-whisper's loop."""
 _HOP: Final = 160  # samples per mel frame (10 ms)
-_MAX_TOKENS: Final = 224  # Whisper's decoder holds 448 positions; half for the text
+_POSITIONS: Final = 448  # Whisper's decoder: prompt and text together
+_MAX_TOKENS: Final = 224  # half of them for the text
 _TOKENS_PER_S: Final = 8  # fast speech is ~4 words (~5 tokens) a second; more is a loop
 _COMPRESSION_RATIO: Final = 2.4  # faster-whisper's own threshold for a repetitive decode
 _WORDS_PER_S: Final = 4  # brisk speech; "But something came up." twice in 1.2 s is a loop
@@ -56,11 +57,15 @@ def transcribe(
     features = np.pad(features[:, :frames], ((0, 0), (0, max(0, frames - features.shape[-1]))))
     tokenizer = _tokenizer(model, language)
     previous = tokenizer.encode(" " + prompt.strip()) if prompt and prompt.strip() else []
+    previous = previous[-(_POSITIONS // 2 - 1) :]  # as faster-whisper keeps a prompt's end
+    start = model.get_prompt(tokenizer, previous, without_timestamps=True)
+    new_tokens = min(_MAX_TOKENS, round(_TOKENS_PER_S * seconds) + 16)
     result = model.model.generate(
         model.encode(features),
-        [model.get_prompt(tokenizer, previous, without_timestamps=True)],
+        [start],
         beam_size=1,
-        max_length=min(_MAX_TOKENS, round(_TOKENS_PER_S * seconds) + 16),
+        # Counts the prompt too, as in faster-whisper; the decoder holds 448 positions.
+        max_length=min(_POSITIONS, len(start) + new_tokens),
         suppress_blank=True,
         suppress_tokens=_suppressed(tokenizer),
     )[0]
