@@ -170,7 +170,7 @@ def asr(args: argparse.Namespace) -> None:
     from voice.gateway.engines import load_whisper
 
     model = load_whisper(2)
-    ways = {"cut window": whisper.transcribe, "full window": whisper._whole}
+    ways = {"cut window": whisper.transcribe, "full window": whisper.full_window}
     errors = dict.fromkeys(ways, 0)
     times: dict[str, list[float]] = {way: [] for way in ways}
     total = 0

@@ -49,7 +49,7 @@ def transcribe(
         return ""
     seconds = audio.size / RATE
     if seconds + TAIL_S > WINDOW_S:
-        return _whole(model, audio, language=language, prompt=prompt)
+        return full_window(model, audio, language=language, prompt=prompt)
     features = model.feature_extractor(audio)
     # As faster-whisper pads a 30 s window: zeros after the speech. The encoder halves the
     # frames (a stride-2 convolution), so the window stays even.
@@ -75,7 +75,7 @@ def transcribe(
         # that time, or text that compresses too well (Whisper's own test). That audio goes
         # to the full window instead.
         log.info("cut-window transcription looped; transcribing with the full window")
-        return _whole(model, audio, language=language, prompt=prompt)
+        return full_window(model, audio, language=language, prompt=prompt)
     return text
 
 
@@ -87,9 +87,10 @@ def _looping(text: str, seconds: float) -> bool:
     return bool(text) and get_compression_ratio(text) > _COMPRESSION_RATIO
 
 
-def _whole(
+def full_window(
     model: Any, audio: npt.NDArray[np.float32], *, language: str | None, prompt: str | None
 ) -> str:
+    """The text of ``audio`` as faster-whisper transcribes it: 30 s windows, greedy."""
     segments, _info = model.transcribe(
         audio,
         language=language,
