@@ -107,6 +107,72 @@ async def test_finished_words_end_the_turn_after_the_short_pause():
     assert done.timings.vad_ms == 300
 
 
+async def test_finished_words_wait_for_the_reply_to_be_ready_to_play():
+    # The chat takes ~400 ms to its first sentence: a turn ended at the 300 ms floor would
+    # only wait in silence, so it ends when the sentence is there.
+    slow_chat = FAST.model_copy(update={"ttft_ms": 400, "transcripts": ["What time is it?"]})
+    gateway = SimulatedGateway(slow_chat)
+    vad = ScriptedVad()
+    turn = {"pause_ms": 200, "hangover_min_ms": 300, "hangover_max_ms": 1500}
+    async with Harness(gateway, settings("llm", **turn), vad=vad) as h:
+        await talk(h.session, vad, speech_ms=600)
+        await pause(h.session, vad, 500)
+        assert not h.of(SpeechStopped)  # past the floor, the reply not ready
+        await pause(h.session, vad, 500)
+        [stopped] = h.of(SpeechStopped)
+        done = await h.reply_done()
+    waited = stopped.at_ms - stopped.speech_end_ms
+    # 200 ms pause + ~5 ms ASR + 400 ms to the first token + its words, in 20 ms frames
+    assert 600 <= waited <= 900
+    assert done.timings.vad_ms == waited
+    assert done.timings.first_sentence_ms is not None and done.timings.first_sentence_ms < 100
+    assert done.speculation.committed == {"asr": 1, "llm": 1, "tts": 0}
+
+
+async def test_a_caller_who_goes_on_while_the_reply_is_prepared_is_not_cut_off():
+    slow_chat = FAST.model_copy(update={"ttft_ms": 600, "transcripts": ["I need a taxi"]})
+    gateway = SimulatedGateway(slow_chat)
+    vad = ScriptedVad()
+    turn = {"pause_ms": 150, "hangover_min_ms": 250, "hangover_max_ms": 900}
+
+    async def turns(**hold):
+        async with Harness(gateway, settings("llm", **turn, **hold), vad=vad) as h:
+            await talk(h.session, vad, speech_ms=600)
+            await pause(h.session, vad, 400)  # past the floor: the words read finished
+            await talk(h.session, vad, speech_ms=400)  # "...to the airport"
+            await pause(h.session, vad, 1000)
+            await h.reply_done()
+            return h.of(SpeechStopped)
+
+    assert len(await turns()) == 1
+    assert len(await turns(hold_until_ready=False)) == 2  # cut at the floor
+
+
+async def test_the_hold_ends_at_the_longest_wait():
+    stuck = FAST.model_copy(update={"ttft_ms": 5000, "transcripts": ["What time is it?"]})
+    vad = ScriptedVad()
+    turn = {"pause_ms": 200, "hangover_min_ms": 300, "hangover_max_ms": 700}
+    async with Harness(SimulatedGateway(stuck), settings("llm", **turn), vad=vad) as h:
+        await talk(h.session, vad, speech_ms=600)
+        await pause(h.session, vad, 800)
+        [stopped] = h.of(SpeechStopped)
+    assert stopped.at_ms - stopped.speech_end_ms == 700
+
+
+async def test_full_holds_until_the_first_audio():
+    slow_speech = FAST.model_copy(update={"tts_ttfb_ms": 500, "transcripts": ["Hi there."]})
+    vad = ScriptedVad()
+    turn = {"pause_ms": 200, "hangover_min_ms": 300, "hangover_max_ms": 1500}
+    async with Harness(SimulatedGateway(slow_speech), settings("full", **turn), vad=vad) as h:
+        await talk(h.session, vad, speech_ms=600)
+        await pause(h.session, vad, 1200)
+        [stopped] = h.of(SpeechStopped)
+        done = await h.reply_done()
+    assert 700 <= stopped.at_ms - stopped.speech_end_ms <= 1000
+    assert done.timings.tts_ttfb_ms is not None and done.timings.tts_ttfb_ms < 100
+    assert done.speculation.committed == {"asr": 1, "llm": 1, "tts": 1}
+
+
 async def test_asr_mode_starts_no_chat_before_the_turn_ends():
     unfinished = FAST.model_copy(update={"transcripts": ["so the thing is"]})
     sim = SimulatedGateway(unfinished)

@@ -210,6 +210,11 @@ class TurnSettings(_Frozen):
     hangover_max_ms: int = Field(default=900, ge=100)
     """With speculation: the pause that ends a turn whose words read unfinished (or not
     transcribed yet)."""
+    hold_until_ready: bool = True
+    """With ``llm`` or ``full`` speculation: the pause ends the turn no sooner than its reply
+    is ready to play (``llm``: its first sentence has been written; ``full``: its first
+    audio has arrived), nor later than ``hangover_max_ms``. The caller could not hear the
+    reply sooner anyway, and the longer wait lets a caller who had more to say go on."""
 
     @model_validator(mode="after")
     def _check_pauses(self) -> TurnSettings:

@@ -437,6 +437,7 @@ class Session:
             voice=self.voice,
             eager_min_words=self.settings.pipeline.eager_min_words,
             on_transcript=lambda text: self._judge_pause(speculation, text),
+            on_ready=lambda: self._reply_ready(speculation),
             messages_for=self.dialog.messages_with_user if chat else None,
         )
         self._speculation = speculation
@@ -445,13 +446,27 @@ class Session:
 
     def _judge_pause(self, speculation: Speculation, text: str | None) -> None:
         """The words before the pause are known: how long the pause must last to end the
-        turn (``hangover_ms`` if they could not be transcribed). The turn may end now."""
+        turn (``hangover_ms`` if they could not be transcribed). The turn may end now, or,
+        holding until the reply is ready, when it is (:meth:`_reply_ready`)."""
         if self._speculation is not speculation:
             return
         if text is None:
             hangover_ms = self.settings.turn.hangover_ms
         else:
             hangover_ms = self._end_of_turn.hangover_ms(text)
+        if speculation.chatting and self.settings.turn.hold_until_ready:
+            # Until then the pause may run to the longest wait, as set when it began.
+            speculation.hangover_ms = hangover_ms
+            return
+        self._end_pause_after(speculation, hangover_ms)
+
+    def _reply_ready(self, speculation: Speculation) -> None:
+        """The reply the speculation started could play now: the verdict on its words holds
+        from here."""
+        if self._speculation is speculation and speculation.hangover_ms is not None:
+            self._end_pause_after(speculation, speculation.hangover_ms)
+
+    def _end_pause_after(self, speculation: Speculation, hangover_ms: int) -> None:
         if events := self._turns.end_after(hangover_ms, pause_at_ms=speculation.pause_at_ms):
             self._chore(self._handle(events))
 

@@ -11,6 +11,10 @@ the reply takes over the chat stream and the first sentence's speech (:meth:`tak
 :meth:`take_speech`), already under way, so its audio can play at once. A stream is taken
 only for the exact request the reply would have made (the same messages, the same
 sentence); anything not taken is cancelled and counted as such.
+
+A speculation that chats says when its reply is ready to play (``on_ready``): its first
+sentence written (``llm``), or its first audio arrived (``full``). With
+``VOICE_TURN_HOLD_UNTIL_READY`` the session ends the turn no sooner than that.
 """
 
 from __future__ import annotations
@@ -115,7 +119,9 @@ class Speculation:
     ``on_transcript`` is called once with the transcript of the utterance so far, or None
     if the transcription failed; the session judges from it how long the pause must last
     (:mod:`voice.core.endpoint`). ``messages_for`` gives the chat request that would answer
-    a transcript; None speculates no further than the transcription.
+    a transcript; None speculates no further than the transcription. If it chats
+    (:attr:`chatting`, known before ``on_transcript`` is called), ``on_ready`` is called
+    once the reply could start playing, or once its streams ended without that.
     """
 
     def __init__(
@@ -129,6 +135,7 @@ class Speculation:
         voice: Voice,
         eager_min_words: int,
         on_transcript: Callable[[str | None], None],
+        on_ready: Callable[[], None],
         messages_for: Callable[[str], list[ChatMessage]] | None,
     ) -> None:
         self.pause_at_ms = pause_at_ms
@@ -137,33 +144,54 @@ class Speculation:
         self.transcription = transcription
         self.messages: list[ChatMessage] | None = None
         self.first_sentence: str | None = None
+        self.chatting = False
+        """The transcript is known and a chat request answers it."""
+        self.hangover_ms: int | None = None
+        """How long the pause must last, as the session judged it from the transcript, when
+        the session waits for ``on_ready`` to apply it."""
         self._mode = mode
         self._gateway = gateway
         self._voice = voice
         self._eager_min_words = eager_min_words
         self._on_transcript = on_transcript
+        self._on_ready = on_ready
         self._messages_for = messages_for
         self._chat: Tap[str] | None = None
         self._speech: Tap[PcmFrame] | None = None
         self._calls: dict[Stage, GatewayCall] = {"asr": transcription.call}
         self._taken: set[Stage] = set()
+        self._sentence_cut = asyncio.Event()
         self._task = asyncio.create_task(self._run())
 
     async def _run(self) -> None:
+        try:
+            await self._start()
+        finally:
+            self._sentence_cut.set()
+        if self._speech is not None:  # full: ready when the first audio is here
+            async with closing(self._speech.peek()) as chunks:
+                async for _ in chunks:
+                    break
+        if self.chatting:
+            self._on_ready()
+
+    async def _start(self) -> None:
+        """Transcribe; then, as the mode says, open the chat, cut its first sentence, and
+        open that sentence's speech."""
         item = self.transcription
         await item.finished.wait()
         if item.failed:
             self._on_transcript(None)
             return
         text = item.task.result()
+        messages_for = None if self._mode == "asr" or not text else self._messages_for
+        self.chatting = messages_for is not None
         self._on_transcript(text)
-        if self._messages_for is None or self._mode == "asr" or not text:
+        if messages_for is None:
             return
-        self.messages = self._messages_for(text)
+        self.messages = messages_for(text)
         call = self._calls["llm"] = GatewayCall()
         chat = self._chat = Tap(self._gateway.chat(self.messages, call=call), capacity=CHAT_BUFFER)
-        if self._mode != "full":
-            return
         chunker = SentenceChunker(eager_min_words=self._eager_min_words)
         sentences: list[str] = []
         async with closing(chat.peek()) as deltas:
@@ -175,6 +203,8 @@ class Speculation:
         if not sentences:
             return
         self.first_sentence = sentences[0]
+        if self._mode != "full":
+            return
         call = self._calls["tts"] = GatewayCall()
         speech = self._gateway.speak(self.first_sentence, voice=self._voice, call=call)
         self._speech = Tap(speech, capacity=SPEECH_BUFFER)
@@ -199,7 +229,7 @@ class Speculation:
             return None
         # The reply has cut its first sentence from the chat stream this speculation also
         # reads: the speculation is cutting the same sentence now, in this pass or the next.
-        await asyncio.wait({self._task})
+        await self._sentence_cut.wait()
         if self._speech is None or (text, voice) != (self.first_sentence, self._voice):
             return None
         self._taken.add("tts")
