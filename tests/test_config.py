@@ -1,12 +1,15 @@
 """Settings are read once from VOICE_* variables, validated, normalised and frozen."""
 
 import logging
+import re
+from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
 
 from voice.app.factory import LOCAL_HANGOVER_MIN_MS, for_embedded_engines
 from voice.config import (
+    ENV_VARS,
     GatewaySettings,
     PipelineSettings,
     ServerSettings,
@@ -32,6 +35,16 @@ def test_environment_fills_every_section_and_flags_override_it():
     assert settings.server.host == "127.0.0.1"
     assert settings.gateway.extra_headers == {"X-Pipeline": "p1", "X-Payment": "proof"}
     assert settings.gateway.api_key.get_secret_value() == "sk-abc"
+
+
+def test_every_setting_the_docs_name_is_read_from_the_environment():
+    root = Path(__file__).resolve().parent.parent
+    docs = (root / "README.md").read_text() + (root / "docs" / "protocol.md").read_text()
+    read_elsewhere = {"VOICE_GATEWAY_HEADERS", "VOICE_WEBRTC_ICE_SERVERS", "VOICE_REINSTALL"}
+    named = set(re.findall(r"VOICE_[A-Z0-9_]+", docs)) - read_elsewhere
+    assert named - set(ENV_VARS) == set()
+    held = Settings.from_env({"VOICE_TURN_HOLD_UNTIL_READY": "false"})
+    assert held.turn.hold_until_ready is False
 
 
 @pytest.mark.parametrize(

@@ -566,6 +566,7 @@ ENV_VARS: dict[str, tuple[str, str]] = {
     "VOICE_TURN_PAUSE_MS": ("turn", "pause_ms"),
     "VOICE_TURN_HANGOVER_MIN_MS": ("turn", "hangover_min_ms"),
     "VOICE_TURN_HANGOVER_MAX_MS": ("turn", "hangover_max_ms"),
+    "VOICE_TURN_HOLD_UNTIL_READY": ("turn", "hold_until_ready"),
     "VOICE_INSTRUCTIONS": ("pipeline", "instructions"),
     "VOICE_TTS_LOOKAHEAD": ("pipeline", "tts_lookahead"),
     "VOICE_PLAYOUT_LEAD_MS": ("pipeline", "playout_lead_ms"),
