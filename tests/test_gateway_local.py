@@ -6,8 +6,11 @@ them, as every session of a server does.
 
 import asyncio
 import re
+import threading
 import time
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -24,9 +27,9 @@ from voice.config import Settings
 from voice.core.dialog import ChatMessage
 from voice.errors import ConfigError, GatewayBadRequest
 from voice.gateway import weights
-from voice.gateway.engines import MODEL_IDS, LocalEngines, shared_engines
+from voice.gateway.engines import MODEL_IDS, LocalEngines, _request, load_llm, shared_engines
 from voice.gateway.local import LocalGateway
-from voice.gateway.local_prompt import DEFAULT_INSTRUCTIONS
+from voice.gateway.local_prompt import DEFAULT_INSTRUCTIONS, local_preamble
 from voice.gateway.server import create_gateway_app
 
 pytestmark = pytest.mark.local
@@ -96,6 +99,31 @@ async def test_closing_a_chat_early_frees_its_slot(gateway, engines):
         await stream.aclose()
     reply = [d async for d in gateway.chat([ChatMessage("user", "Say hello.")])]
     assert "".join(reply).strip()
+
+
+def test_chats_at_once_each_start_from_the_computed_preamble():
+    # A server of its own, so that its slots hold only what loading put there. The second of
+    # two chats at once (or the chat after a cut one, whose slot is still busy) lands on a
+    # slot that has not served anyone yet; it used to compute the ~330-token preamble again.
+    server = load_llm(threads=2, slots=2, context=1024)
+    prompt_tokens: list[int] = []
+
+    def ask(question: str) -> None:
+        def sink(chunk: Mapping[str, Any]) -> bool:
+            if "timings" in chunk:
+                prompt_tokens.append(chunk["timings"]["prompt_n"])
+            return False
+
+        messages = [*local_preamble(), ChatMessage("user", question)]
+        server.handle_chat_completions(_request(messages, 8, 0.0), sink)
+
+    threads = [threading.Thread(target=ask, args=(q,)) for q in ("Say hi.", "Say bye.")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    # Only the question and the chat template's tokens around it are computed.
+    assert len(prompt_tokens) == 2 and max(prompt_tokens) < 40, prompt_tokens
 
 
 async def test_speech_is_audio_of_plausible_length(gateway):

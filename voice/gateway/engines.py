@@ -11,20 +11,24 @@ bounded thread pools (one per engine, so a queued ASR job never holds up speech)
 :mod:`voice.gateway.local` runs every call on them, off the event loop. Engine libraries
 release the GIL while they compute, so the event loop keeps serving other sessions' audio.
 
-Loading takes about 10 s (most of it the chat preamble, below) and about 1.2 GB;
+Loading takes about 10 s (most of it the chat preamble, :func:`_warm_slots`) and about 1.2 GB;
 :func:`shared_engines` does it once per process, and every session (every
 :class:`~voice.gateway.local.LocalGateway`) shares them.
 """
 
 from __future__ import annotations
 
+import http.client
+import json
 import logging
 import os
 import re
+import tempfile
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Final
+from urllib.parse import urlsplit
 
 import numpy as np
 import numpy.typing as npt
@@ -79,7 +83,7 @@ class LocalEngines:
         require_local_extra()
         _quiet_openmp()
         self._asr = load_whisper(asr_threads)
-        self._llm = _load_llm(llm_threads, llm_slots, llm_context)
+        self._llm = load_llm(llm_threads, llm_slots, llm_context)
         self._tts = _load_hibari()
         self.asr_pool = ThreadPoolExecutor(1, thread_name_prefix="voice-asr")
         self.tts_pool = ThreadPoolExecutor(1, thread_name_prefix="voice-tts")
@@ -88,10 +92,6 @@ class LocalEngines:
         # CTranslate2 sets up its kernels on the first call (about 0.7 s here): pay that now,
         # not in the first caller's turn.
         self.transcribe(wav_bytes(PcmFrame(bytes(ASR_RATE * SAMPLE_WIDTH), ASR_RATE)))
-        # The local preamble is ~450 tokens, ~5 s of prompt on 2 cores: compute it now, so
-        # llama.cpp's prompt cache holds it for every conversation that starts with it.
-        self.chat([*local_preamble(), ChatMessage("user", "Hello.")], lambda _: True,
-                  max_tokens=1, temperature=0.0)  # fmt: skip
 
     # -- ASR --------------------------------------------------------------------------------
     def transcribe(
@@ -116,13 +116,7 @@ class LocalEngines:
         temperature: float,
     ) -> None:
         """Stream a reply to ``messages`` into ``sink``, blocking until it ends or is stopped."""
-        request = {
-            "messages": [{"role": m.role, "content": m.content} for m in messages],
-            "stream": True,
-            "max_tokens": max_tokens,
-            "temperature": temperature,
-        }
-        self._llm.handle_chat_completions(request, sink)
+        self._llm.handle_chat_completions(_request(messages, max_tokens, temperature), sink)
 
     # -- TTS --------------------------------------------------------------------------------
     def sentences(self, text: str) -> list[str]:
@@ -196,7 +190,8 @@ def load_whisper(threads: int) -> Any:
                         files=files)  # fmt: skip
 
 
-def _load_llm(threads: int, slots: int, context: int) -> Any:
+def load_llm(threads: int, slots: int, context: int) -> Any:
+    """llama.cpp's server (``xllamacpp``) on Qwen2.5, every slot holding the local preamble."""
     import secrets
 
     import xllamacpp
@@ -212,12 +207,68 @@ def _load_llm(threads: int, slots: int, context: int) -> Any:
     params.offline = True
     params.verbosity = 0  # llama.cpp's own log goes to stderr; keep only its errors there
     # xllamacpp always opens llama.cpp's own HTTP server on a random 127.0.0.1 port. We call
-    # it in process only, so lock that listener with a key nobody knows.
-    params.api_keys = [secrets.token_urlsafe(32)]
-    # The model is loaded (mapped) while the server starts; the mapping outlives the file.
-    with joined_verified(LLM_GGUF) as gguf:
-        params.model.path = f"/proc/self/fd/{gguf.fileno()}"
-        return xllamacpp.Server(params)
+    # it in process only (and once, below, to copy slots), so lock that listener with a key
+    # nobody else knows.
+    key = secrets.token_urlsafe(32)
+    params.api_keys = [key]
+    with tempfile.TemporaryDirectory(prefix="voice-llm-") as folder:
+        params.slot_save_path = folder + os.sep  # llama.cpp appends the file name as is
+        # The model is loaded (mapped) while the server starts; the mapping outlives the file.
+        with joined_verified(LLM_GGUF) as gguf:
+            params.model.path = f"/proc/self/fd/{gguf.fileno()}"
+            server = xllamacpp.Server(params)
+        _warm_slots(server, key, slots)
+    return server
+
+
+PREAMBLE_FILE: Final = "preamble.bin"
+
+
+def _warm_slots(server: Any, key: str, slots: int) -> None:
+    """Compute the local preamble once, in slot 0, and copy it into every other slot.
+
+    The preamble is ~330 tokens, ~4 s of prompt on 2 cores. A slot reuses the prompt it
+    last held, so one that never held the preamble computes it all again: measured, the chat
+    started right after a cut one (which still holds its slot for a token or so) waited
+    4.4-5.2 s for its first token instead of 0.25 s, and so did the second of two sessions'
+    chats at once. llama.cpp's RAM prompt cache does not help there: it publishes a slot's
+    prompt only when the slot is reused, and hands each entry to one slot. Saving slot 0 and
+    restoring it into the others takes ~2 ms a slot. If that fails, each other slot computes
+    the preamble the first time it is used, which costs time, not correctness.
+    """
+    warm = _request([*local_preamble(), ChatMessage("user", "Hello.")], 1, 0.0)
+    server.handle_chat_completions({**warm, "id_slot": 0}, lambda _: True)
+    if slots == 1:
+        return
+    address = urlsplit(server.listening_address)
+    connection = http.client.HTTPConnection(address.hostname or "127.0.0.1", address.port,
+                                            timeout=30)  # fmt: skip
+    headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+    body = json.dumps({"filename": PREAMBLE_FILE})
+    try:
+        for slot, action in [(0, "save"), *((n, "restore") for n in range(1, slots))]:
+            connection.request("POST", f"/slots/{slot}?action={action}", body, headers)
+            response = connection.getresponse()
+            reply = response.read()
+            if response.status != 200:
+                raise OSError(f"{action} slot {slot}: HTTP {response.status} {reply[:200]!r}")
+    except OSError as exc:
+        log.warning("could not copy the chat preamble into every llama.cpp slot (%s); each "
+                    "computes it on first use, ~4 s", exc)  # fmt: skip
+    finally:
+        connection.close()
+
+
+def _request(
+    messages: Sequence[ChatMessage], max_tokens: int, temperature: float
+) -> dict[str, Any]:
+    """A streamed chat completion request for llama.cpp."""
+    return {
+        "messages": [{"role": m.role, "content": m.content} for m in messages],
+        "stream": True,
+        "max_tokens": max_tokens,
+        "temperature": temperature,
+    }
 
 
 def _load_hibari() -> Any:
