@@ -38,7 +38,7 @@ from voice.core.events import SpeechPaused, SpeechResumed, SpeechStopped
 from voice.core.turns import TurnDetector
 from voice.gateway.local import LocalGateway
 from voice.pipeline.transcription import Transcription
-from voice.vad import TailGate, WebRtcVad
+from voice.vad import speech_classifier
 
 RATES = (16_000, 8_000)
 
@@ -71,7 +71,7 @@ def turns(pcm: bytes, rate: int, pause_ms: int) -> list[tuple[list[int], bytes]]
     """Each turn the session would make of ``pcm``: the byte offsets where it was cut (a
     pause the caller went on after) and its audio."""
     setting = TurnSettings()
-    vad = TailGate(WebRtcVad(setting.vad_aggressiveness), drop_db=setting.vad_tail_gate_db)
+    vad = speech_classifier(setting)  # as the session builds it
     detector = TurnDetector(
         start_ms=setting.start_ms,
         hangover_ms=setting.hangover_max_ms,
