@@ -59,7 +59,7 @@ LOCAL_EXAMPLES: Final[tuple[tuple[str, str], ...]] = (
 )
 """Exchanges shown to the model before the conversation, one of each kind of answer: a small
 model follows examples better than rules. None is a question of the judged set. They cost
-~450 tokens of prompt, which llama.cpp computes once and keeps (the engines warm it at load)."""
+~330 tokens of prompt, which llama.cpp computes once, at load, into every slot (engines.py)."""
 
 
 def local_preamble() -> list[ChatMessage]:
