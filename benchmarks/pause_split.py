@@ -5,20 +5,23 @@ With speculation, a pause of ``VOICE_TURN_PAUSE_MS`` inside a turn sends the wor
 to transcription. If the caller goes on, those words stand and only the audio after the
 pause is transcribed next, prompted with them, and the parts are joined
 (``voice/pipeline/transcription.py``). The shorter the pause, the more turns are cut, and
-below ~100 ms some cuts fall inside a phrase (a stop's closure, a breath) rather than at a
-real pause. This runs every recording in ``samples/`` and ``samples/pauses/`` (whose
-pauses of 300-700 ms are cut at every setting), at 16 kHz and after an 8 kHz μ-law round
-trip, through the session's own turn detector (the tail gate on webrtcvad, the default
-turn settings, the pause under test, and a hangover of ``VOICE_TURN_HANGOVER_MAX_MS`` so a
-pause is never taken for the turn's end), and transcribes the parts exactly as a session
+below ~150 ms some cuts would fall inside a phrase (a stop's closure, a breath) rather than
+at a real pause, which ``VOICE_TURN_SPLIT_MS`` (200) prevents: after a shorter gap the
+words are not kept, and the turn is heard from the last part kept. This runs every
+recording in ``samples/`` and ``samples/pauses/`` (whose pauses of 300-700 ms are cut at
+every setting), at 16 kHz and after an 8 kHz μ-law round trip, through the session's own
+turn detector (the tail gate on webrtcvad, the default turn settings, the pause under
+test, and a hangover of ``VOICE_TURN_HANGOVER_MAX_MS`` so a pause is never taken for the
+turn's end), and transcribes the parts exactly as a session
 does (``Transcription`` on the embedded gateway). Per pause setting it prints the cuts per
 recording and the word error rate of the joined parts against the manifest's text, next to
 the same turns transcribed whole.
 
     .venv/bin/python -m benchmarks.pause_split
     .venv/bin/python -m benchmarks.pause_split --pauses 60,80,100,150 --rates 16000
+    .venv/bin/python -m benchmarks.pause_split --split-ms 0   # every gap cuts, as before
 
-Needs the `local` extra (the embedded engines); about 2 minutes on 2 cores.
+Needs the `local` extra (the embedded engines); about 75 s on 2 cores.
 """
 
 from __future__ import annotations
@@ -67,10 +70,13 @@ def recordings() -> list[Recording]:
     return out
 
 
-def turns(pcm: bytes, rate: int, pause_ms: int) -> list[tuple[list[int], bytes]]:
+def turns(
+    pcm: bytes, rate: int, pause_ms: int, split_ms: int | None = None
+) -> list[tuple[list[int], bytes]]:
     """Each turn the session would make of ``pcm``: the byte offsets where it was cut (a
-    pause the caller went on after) and its audio."""
+    pause of ``split_ms`` or more the caller went on after) and its audio."""
     setting = TurnSettings()
+    split_ms = setting.split_ms if split_ms is None else split_ms
     vad = speech_classifier(setting)  # as the session builds it
     detector = TurnDetector(
         start_ms=setting.start_ms,
@@ -83,16 +89,18 @@ def turns(pcm: bytes, rate: int, pause_ms: int) -> list[tuple[list[int], bytes]]
     out: list[tuple[list[int], bytes]] = []
     cuts: list[int] = []
     paused_at: int | None = None
+    speech_end_ms = 0
     # The pause set ends 0.3 s after the speech: the caller stays silent until the turn ends.
     silence = bytes((setting.hangover_max_ms + 100) * rate // 1000 * 2)
     for frame in frames(pcm + silence, rate):
         for event in detector.feed(frame, vad.is_speech(frame, rate)):
             match event:
                 case SpeechPaused():
-                    paused_at = len(event.audio)
+                    paused_at, speech_end_ms = len(event.audio), event.speech_end_ms
                 case SpeechResumed():
                     assert paused_at is not None
-                    cuts.append(paused_at)
+                    if event.at_ms - speech_end_ms >= split_ms:
+                        cuts.append(paused_at)
                     paused_at = None
                 case SpeechStopped():
                     out.append((cuts, event.audio))
@@ -112,13 +120,14 @@ async def hear(gateway: LocalGateway, audio: bytes, cuts: list[int], rate: int) 
     return item.task.result()
 
 
-async def run(pauses: list[int], rates: list[int]) -> None:
+async def run(pauses: list[int], rates: list[int], split_ms: int) -> None:
     from voice.gateway.engines import shared_engines
 
     gateway = LocalGateway(engines=shared_engines())
     clips = recordings()
     print(f"{len(clips)} recordings; the turn detector as a session runs it, the pause under "
-          f"test, hangover {TurnSettings().hangover_max_ms} ms.\n")  # fmt: skip
+          f"test, hangover {TurnSettings().hangover_max_ms} ms; a turn is cut at a pause of "
+          f"{split_ms} ms or more the caller went on after.\n")  # fmt: skip
     print(f"{'rate':>5} {'pause':>5} {'cut turns':>9} {'cuts':>4} {'WER whole':>9} "
           f"{'WER parts':>9}")  # fmt: skip
     changed: list[str] = []
@@ -130,7 +139,7 @@ async def run(pauses: list[int], rates: list[int]) -> None:
             for clip in clips:
                 pcm = at_rate(clip.pcm, rate)
                 heard: list[Heard] = []
-                for cuts, audio in turns(pcm, rate, pause_ms):
+                for cuts, audio in turns(pcm, rate, pause_ms, split_ms):
                     if audio not in wholes:  # the turns' bounds do not depend on the pause
                         wholes[audio] = await hear(gateway, audio, [], rate)
                     whole = wholes[audio]
@@ -158,10 +167,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--pauses", default="60,80,100,150", help="pause settings, ms")
     parser.add_argument("--rates", default=",".join(map(str, RATES)), help="input rates, Hz")
+    parser.add_argument(
+        "--split-ms",
+        type=int,
+        default=TurnSettings().split_ms,
+        help="VOICE_TURN_SPLIT_MS: the shortest gap a turn is cut at (0: any)",
+    )
     args = parser.parse_args()
     pauses = [int(p) for p in args.pauses.split(",")]
     rates = [int(r) for r in args.rates.split(",")]
-    asyncio.run(run(pauses, rates))
+    asyncio.run(run(pauses, rates, args.split_ms))
 
 
 if __name__ == "__main__":

@@ -24,7 +24,8 @@ def test_a_question_said_without_a_pause_is_not_cut():
     assert cuts == []
 
 
-def test_a_shorter_pause_setting_cuts_inside_phrases_too():
-    clip = BY_NAME["q09_cancelled_flight"]  # one sentence, said without a real pause
-    counts = [sum(len(c) for c, _ in turns(clip.pcm, 16_000, p)) for p in (60, 100, 150)]
+def test_gaps_inside_a_phrase_cut_only_when_every_gap_may():
+    clip = BY_NAME["q09_cancelled_flight"]  # one sentence: gaps of 60-100 ms, no pause
+    counts = [sum(len(c) for c, _ in turns(clip.pcm, 16_000, p, 0)) for p in (60, 100, 150)]
     assert counts[0] > counts[1] > counts[2] == 0, counts
+    assert turns(clip.pcm, 16_000, 60) == turns(clip.pcm, 16_000, 150)  # VOICE_TURN_SPLIT_MS

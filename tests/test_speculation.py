@@ -253,3 +253,46 @@ async def test_hanging_up_while_speculating_cancels_every_request():
         await h.until(lambda: sim.in_flight["chat"] == 1)
     # Harness exit: the session closed, as when the caller hangs up.
     assert sim.in_flight == dict.fromkeys(sim.in_flight, 0)
+
+
+async def test_a_gap_inside_a_phrase_throws_its_words_away_and_hears_the_turn_whole():
+    async def one_turn(split_ms: int):
+        sim = SimulatedGateway(FAST.model_copy(update={"transcripts": ["hello there"]}))
+        vad = ScriptedVad()
+        turn = {"pause_ms": 60, "split_ms": split_ms}
+        async with Harness(sim, settings("llm", **turn), vad=vad) as h:
+            await talk(h.session, vad, speech_ms=600)
+            await pause(h.session, vad, 100)  # a stop's closure, not a pause
+            await talk(h.session, vad, speech_ms=400)
+            await pause(h.session, vad, 1000)
+            done = await h.reply_done()
+        return done, sim.requests["transcribe"]
+
+    done, uploads = await one_turn(split_ms=200)
+    assert done.status == "completed"
+    assert len(done.record.calls["asr"]) == 1  # one part: the whole turn
+    assert done.speculation.cancelled["asr"] == 1 and done.speculation.committed["asr"] == 1
+    assert uploads == 2
+
+    kept, _ = await one_turn(split_ms=0)  # every pause keeps its words, as before
+    assert len(kept.record.calls["asr"]) == 2
+    assert kept.speculation.cancelled["asr"] == 0
+
+
+async def test_a_gap_thrown_away_after_a_pause_kept_leaves_the_kept_words_alone():
+    # Slow enough that the kept part is still being transcribed when the gap's is dropped.
+    slow_asr = FAST.model_copy(update={"transcripts": ["hello there"], "asr_ms": 1500})
+    sim = SimulatedGateway(slow_asr)
+    vad = ScriptedVad()
+    turn = {"pause_ms": 60, "hangover_min_ms": 600}  # a pause of 300 ms does not end it
+    async with Harness(sim, settings("llm", **turn), vad=vad) as h:
+        await talk(h.session, vad, speech_ms=600)
+        await pause(h.session, vad, 300)  # a real pause: its words are kept
+        await talk(h.session, vad, speech_ms=400)
+        await pause(h.session, vad, 100)  # a gap: its part is thrown away
+        await talk(h.session, vad, speech_ms=400)
+        await pause(h.session, vad, 1000)
+        done = await h.reply_done()
+    assert done.status == "completed"  # the kept part was not cancelled with the gap's
+    assert len(done.record.calls["asr"]) == 2  # the kept words, then the rest in one part
+    assert done.speculation.cancelled["asr"] == 1 and done.speculation.committed["asr"] == 2

@@ -205,6 +205,12 @@ class TurnSettings(_Frozen):
     (``hangover_min_ms`` / ``hangover_max_ms``); ``off`` waits ``hangover_ms`` every time."""
     pause_ms: int = Field(default=150, ge=60)
     """Pause inside a turn after which speculation starts."""
+    split_ms: int = Field(default=200, ge=0)
+    """A pause the caller goes on after keeps the words before it (the turn is then heard in
+    parts) only if it lasted this long. A shorter gap is inside a phrase (a stop's closure,
+    a breath, 60-140 ms in samples/, against 260 ms and more at a clause or a hesitation):
+    what was started at it is thrown away, and the turn is heard from the last part kept,
+    so a word is never cut between two transcriptions (benchmarks/pause_split.py)."""
     hangover_min_ms: int = Field(default=250, ge=100)
     """With speculation: the pause that ends a turn whose words read finished."""
     hangover_max_ms: int = Field(default=900, ge=100)
@@ -564,6 +570,7 @@ ENV_VARS: dict[str, tuple[str, str]] = {
     "VOICE_TURN_HANGOVER_MS": ("turn", "hangover_ms"),
     "VOICE_SPECULATION": ("turn", "speculation"),
     "VOICE_TURN_PAUSE_MS": ("turn", "pause_ms"),
+    "VOICE_TURN_SPLIT_MS": ("turn", "split_ms"),
     "VOICE_TURN_HANGOVER_MIN_MS": ("turn", "hangover_min_ms"),
     "VOICE_TURN_HANGOVER_MAX_MS": ("turn", "hangover_max_ms"),
     "VOICE_TURN_HOLD_UNTIL_READY": ("turn", "hold_until_ready"),

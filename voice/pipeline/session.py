@@ -351,7 +351,10 @@ class Session:
             case SpeechResumed():
                 if (speculation := self._speculation) is not None:
                     self._speculation = None
-                    if speculation.failed:
+                    gap_ms = event.at_ms - speculation.speech_end_ms
+                    if speculation.failed or gap_ms < self.settings.turn.split_ms:
+                        # Not heard, or a gap inside a phrase that may have cut a word: the
+                        # next part starts where the last one kept ended.
                         await self._drop(speculation)
                     else:  # the words so far stand: the next part continues them
                         await speculation.keep_words()
@@ -431,6 +434,7 @@ class Session:
         speculation = Speculation(
             mode=mode,
             pause_at_ms=pause.at_ms,
+            speech_end_ms=pause.speech_end_ms,
             audio_end=len(pause.audio),
             transcription=item,
             gateway=self._gateway,

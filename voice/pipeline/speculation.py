@@ -129,6 +129,7 @@ class Speculation:
         *,
         mode: Mode,
         pause_at_ms: int,
+        speech_end_ms: int,
         audio_end: int,
         transcription: Transcription,
         gateway: Gateway,
@@ -139,6 +140,8 @@ class Speculation:
         messages_for: Callable[[str], list[ChatMessage]] | None,
     ) -> None:
         self.pause_at_ms = pause_at_ms
+        self.speech_end_ms = speech_end_ms
+        """Where the caller's speech before the pause ended, on the turn detector's clock."""
         self.audio_end = audio_end
         """Bytes of the turn's audio its transcription covers."""
         self.transcription = transcription
@@ -264,7 +267,8 @@ class Speculation:
         transcription of a committed turn is the turn's and is left alone."""
         self._task.cancel()
         if "asr" not in self._taken:
-            self.transcription.cancel()
+            # This part only: the words kept before it are the session's to give up.
+            self.transcription.task.cancel()
         taps = [tap.cancel() for tap in (self._chat, self._speech) if tap is not None]
         await asyncio.gather(self._task, *taps, return_exceptions=True)
 
