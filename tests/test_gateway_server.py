@@ -294,6 +294,26 @@ async def test_a_client_that_gives_up_cancels_the_gateway_request(client, gatewa
     await until(lambda: gateway.in_flight["transcribe"] == 0)
 
 
+async def test_a_client_that_leaves_mid_upload_is_no_error(client, caplog):
+    # A speculative transcription cancelled while its WAV is still being sent.
+    port = client.base_url.port
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    body = b'--b\r\nContent-Disposition: form-data; name="file"; filename="a.wav"\r\n\r\n'
+    writer.write(
+        b"POST /v1/audio/transcriptions HTTP/1.1\r\nHost: x\r\n"
+        b"Content-Type: multipart/form-data; boundary=b\r\nContent-Length: 100000\r\n\r\n"
+        + body
+        + WAV
+    )
+    await writer.drain()
+    await asyncio.sleep(50 * MS)  # the server is reading the form
+    writer.close()
+    await writer.wait_closed()
+    await asyncio.sleep(100 * MS)
+    assert not [r for r in caplog.records if r.levelname == "ERROR"], caplog.text
+    assert (await client.get("/v1/models")).status_code == 200  # and the server goes on
+
+
 async def test_a_client_that_leaves_mid_stream_closes_the_gateway_stream(client, gateway):
     set_faults(gateway, Fault(route="chat", kind="hang", after_chunks=1))
     async with client.stream("POST", "/v1/chat/completions", json={**CHAT, "stream": True}) as r:

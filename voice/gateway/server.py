@@ -42,7 +42,7 @@ from starlette.applications import Starlette
 from starlette.datastructures import Headers, UploadFile
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -273,6 +273,11 @@ def _guarded(handler: _Handler) -> _Handler:
             return _error_response(exc)
         except HTTPException:
             raise
+        except ClientDisconnect:
+            # The caller cancelled while still sending (a speculative transcription thrown
+            # away mid-upload): nobody is left to answer, and nothing went wrong here.
+            log.debug("%s %s: the client left during the upload", request.method, request.url.path)
+            return Response(status_code=499)
         except Exception:
             log.exception("%s %s failed", request.method, request.url.path)
             return _error_json(500, "internal error", "server_error", VoiceError.code)
