@@ -7,7 +7,12 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from voice.app.factory import LOCAL_HANGOVER_MIN_MS, for_embedded_engines
+from voice.app.factory import (
+    LOCAL_HANGOVER_MIN_MS,
+    LOCAL_PAUSE_MS,
+    LOCAL_SPECULATION,
+    for_embedded_engines,
+)
 from voice.config import (
     ENV_VARS,
     GatewaySettings,
@@ -190,3 +195,17 @@ def test_the_embedded_engines_wait_longer_before_ending_a_turn_unless_told_other
     assert for_embedded_engines(chosen).turn.hangover_min_ms == 300
     low_ceiling = Settings.from_env({"VOICE_TURN_HANGOVER_MAX_MS": "400"})
     assert for_embedded_engines(low_ceiling).turn.hangover_min_ms == 400
+
+
+def test_the_embedded_engines_speculate_on_the_chat_from_a_longer_pause_unless_told():
+    gateway = Settings.from_env({}).turn
+    assert (gateway.speculation, gateway.pause_ms, gateway.split_ms) == ("full", 60, 200)
+    local = for_embedded_engines(Settings.from_env({})).turn
+    assert (local.speculation, local.pause_ms) == (LOCAL_SPECULATION, LOCAL_PAUSE_MS)
+    assert (local.speculation, local.pause_ms) == ("llm", 150)
+    chosen = Settings.from_env({"VOICE_SPECULATION": "full", "VOICE_TURN_PAUSE_MS": "80"})
+    kept = for_embedded_engines(chosen).turn
+    assert (kept.speculation, kept.pause_ms) == ("full", 80)
+    # A floor the operator set below the embedded pause keeps the pause valid.
+    low_floor = Settings.from_env({"VOICE_TURN_HANGOVER_MIN_MS": "120"})
+    assert for_embedded_engines(low_floor).turn.pause_ms == 60

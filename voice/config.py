@@ -197,14 +197,17 @@ class TurnSettings(_Frozen):
     """Turns with less voiced audio than this are dropped (coughs, clicks)."""
     max_turn_s: float = Field(default=30.0, gt=1)
     """A turn is cut and sent to ASR at this length."""
-    speculation: Literal["off", "asr", "llm", "full"] = "llm"
+    speculation: Literal["off", "asr", "llm", "full"] = "full"
     """Work started when the caller pauses, before the turn is over (pipeline/speculation.py):
     ``asr`` transcribes the utterance so far, ``llm`` also starts the chat request, ``full``
     also the first sentence's speech. All is cancelled if the caller goes on; nothing plays
     before the turn ends. With it, the pause that ends a turn adapts to the words so far
     (``hangover_min_ms`` / ``hangover_max_ms``); ``off`` waits ``hangover_ms`` every time."""
-    pause_ms: int = Field(default=150, ge=60)
-    """Pause inside a turn after which speculation starts."""
+    pause_ms: int = Field(default=60, ge=60)
+    """Pause inside a turn after which speculation starts. With ``full`` at 60 ms the reply
+    starts ~760 ms after the caller's last sound against the simulated gateway (~860 at
+    150 ms with ``llm``), for ~0.3 more transcriptions a question, thrown away when the
+    caller goes on (docs/bench.md)."""
     split_ms: int = Field(default=200, ge=0)
     """A pause the caller goes on after keeps the words before it (the turn is then heard in
     parts) only if it lasted this long. A shorter gap is inside a phrase (a stop's closure,

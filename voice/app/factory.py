@@ -32,6 +32,12 @@ from voice.gateway.base import Gateway
 
 LOCAL_HANGOVER_MIN_MS: Final = 600
 """The turn floor (``VOICE_TURN_HANGOVER_MIN_MS``) on the embedded engines."""
+LOCAL_SPECULATION: Final = "llm"
+LOCAL_PAUSE_MS: Final = 150
+"""Speculation on the embedded engines: the chat only, from a pause of 150 ms, as measured
+with them (docs/bench.md). Not the gateway default's speech from 60 ms: the transcriptions
+and speech it throws away would run on the same two cores as every call's real work, and
+the embedded reply is not ready sooner than the floor above anyway."""
 
 
 def build_gateway(settings: Settings) -> Gateway:
@@ -56,7 +62,9 @@ def build_gateway(settings: Settings) -> Gateway:
 
 
 def for_embedded_engines(settings: Settings) -> Settings:
-    """``settings`` with the turn floor the embedded engines want, unless the operator set one.
+    """``settings`` with the turn taking the embedded engines want, where the operator did
+    not choose: :data:`LOCAL_SPECULATION` from :data:`LOCAL_PAUSE_MS`, and a floor of
+    :data:`LOCAL_HANGOVER_MIN_MS`.
 
     Whisper ends every upload with a full stop, so a caller who pauses after "I booked a table
     for Friday evening," reads finished and was cut off at the 250 ms floor. The embedded
@@ -65,12 +73,20 @@ def for_embedded_engines(settings: Settings) -> Settings:
     voice-to-voice 1496 ms at 250, 1419 ms at 600, and the cut-off gone).
     """
     turn = settings.turn
-    if "hangover_min_ms" in turn.model_fields_set:
+    chosen = turn.model_fields_set
+    update: dict[str, object] = {}
+    if "speculation" not in chosen:
+        update["speculation"] = LOCAL_SPECULATION
+    floor = turn.hangover_min_ms
+    if "hangover_min_ms" not in chosen:
+        floor = max(floor, min(LOCAL_HANGOVER_MIN_MS, turn.hangover_max_ms))
+        if floor != turn.hangover_min_ms:
+            update["hangover_min_ms"] = floor
+    if "pause_ms" not in chosen and LOCAL_PAUSE_MS < floor:
+        update["pause_ms"] = LOCAL_PAUSE_MS
+    if not update:
         return settings
-    floor = min(LOCAL_HANGOVER_MIN_MS, turn.hangover_max_ms)
-    if floor <= turn.hangover_min_ms:
-        return settings
-    return settings.model_copy(update={"turn": turn.model_copy(update={"hangover_min_ms": floor})})
+    return settings.model_copy(update={"turn": turn.model_copy(update=update)})
 
 
 def create_app(
