@@ -441,6 +441,25 @@ async def test_a_segmented_entry_stays_current_until_an_upload_holds_all_of_it()
     ]
 
 
+async def test_an_upload_again_after_the_whole_entry_was_heard_gets_the_same_words():
+    """A server that threw an upload away (the caller went on after a short gap) sends the
+    rest of the utterance again, prompted with the words it kept: it is heard as the same
+    utterance, not as the script's next one."""
+    name = "p10_money_to_but.wav"
+    entry = pause_manifest()[name]
+    audio = pause_recording(name)
+    settings = FAST.model_copy(update={"transcripts": [entry["transcript"], "Thanks."]})
+    gateway = SimulatedGateway(settings)
+    first = entry["pauses"][0]["start_s"] + SPECULATION_PAUSE_S
+    kept = await gateway.transcribe(cut_wav(audio, first))
+    rate = audio.sample_rate
+    rest = PcmFrame(audio.pcm[round(first * rate) * 2 :], rate)
+    thrown_away = await gateway.transcribe(wav_bytes_of(rest), prompt=kept)
+    again = await gateway.transcribe(wav_bytes_of(rest), prompt=kept)
+    assert f"{kept} {thrown_away}" == f"{kept} {again}" == entry["text"]
+    assert await gateway.transcribe(wav_bytes()) == "Thanks."  # then the script goes on
+
+
 async def test_silence_gets_nothing_from_a_segmented_transcript():
     gateway = SimulatedGateway(FAST.model_copy(update={"transcripts": ["Book a table for|four."]}))
     assert await gateway.transcribe(wav_bytes(1.0)) == ""
