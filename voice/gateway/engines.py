@@ -252,7 +252,7 @@ def _warm_slots(server: Any, key: str, slots: int) -> None:
             reply = response.read()
             if response.status != 200:
                 raise OSError(f"{action} slot {slot}: HTTP {response.status} {reply[:200]!r}")
-    except OSError as exc:
+    except (OSError, http.client.HTTPException) as exc:
         log.warning("could not copy the chat preamble into every llama.cpp slot (%s); each "
                     "computes it on first use, ~4 s", exc)  # fmt: skip
     finally:
