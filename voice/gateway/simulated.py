@@ -348,7 +348,7 @@ class SimulatedGateway:
                 status=400,
                 route=ROUTE_PATHS["transcribe"],
             ) from None
-        segments = [segment.strip() for segment in entry.split(SEGMENT_MARK)]
+        segments = _segments(entry)
         said = segments_said(segments, prompt)
         heard = segments_heard(audio, gap_ms=settings.segment_gap_ms, dbfs=settings.speech_dbfs)
         if said + heard >= len(segments):
@@ -378,11 +378,16 @@ def continuing(transcript: str, prompt: str | None) -> str:
     return " ".join(words[len(said) :])
 
 
+def _segments(entry: str) -> list[str]:
+    """A segmented transcript entry's segments, in order."""
+    return [segment.strip() for segment in entry.split(SEGMENT_MARK)]
+
+
 def _continued(entry: str, prompt: str | None) -> bool:
     """Whether ``prompt`` says the first segments of the segmented ``entry``."""
     if SEGMENT_MARK not in entry or not prompt:
         return False
-    return segments_said([segment.strip() for segment in entry.split(SEGMENT_MARK)], prompt) > 0
+    return segments_said(_segments(entry), prompt) > 0
 
 
 def segments_said(segments: list[str], prompt: str | None) -> int:
