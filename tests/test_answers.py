@@ -98,3 +98,14 @@ def test_an_operators_own_instructions_are_left_alone():
 def test_no_example_is_a_question_of_the_judged_set():
     asked = {e.question.lower() for e in ANSWERS}
     assert not asked & {q.lower() for q, _ in LOCAL_EXAMPLES}
+
+
+@pytest.mark.parametrize(
+    ("reply", "ok"),
+    [("Fifteen minus seven is 8.", True), ("18.", False)],
+)
+def test_a_number_is_found_whole(reply, ok):
+    expected = Expected("minus", "What is fifteen minus seven?", must=(("eight", "8"),))
+    assert (expected.problems(reply) == []) is ok
+    assert BY_ID["sqrt"].problems("The square root of 144 is 120.")
+    assert BY_ID["boiling"].problems("Water boils at 100 degrees Fahrenheit.")

@@ -34,7 +34,9 @@ class Expected:
     id: str
     question: str
     must: tuple[tuple[str, ...], ...] = ()
-    """Groups of alternatives (lower case): the reply holds one alternative of every group."""
+    """Groups of alternatives (lower case): the reply holds one alternative of every group,
+    starting a word ("minute" is in "minutes", "8" is not in "18"), and a number whole ("12"
+    is not in "120")."""
     must_not: tuple[str, ...] = ()
     """Regular expressions (case-insensitive) the reply must not match."""
     why: str = ""
@@ -49,7 +51,7 @@ class Expected:
         reply = reply.replace("\u2019", "'")  # a curly apostrophe reads as a straight one
         lower = reply.lower()
         for group in self.must:
-            if not any(word in lower for word in group):
+            if not any(re.search(_whole(word), lower) for word in group):
                 found.append("says none of " + " / ".join(repr(w) for w in group))
         for pattern in self.must_not:
             match = re.search(pattern, reply, re.IGNORECASE)
@@ -64,6 +66,11 @@ class Expected:
         if not reply.strip():
             found.append("is empty")
         return found
+
+
+def _whole(word: str) -> str:
+    """The pattern that finds ``word`` as :attr:`Expected.must` reads it."""
+    return r"(?<!\w)" + re.escape(word) + (r"(?!\d)" if word[-1:].isdigit() else "")
 
 
 def load(path: Path) -> list[Expected]:
