@@ -11,7 +11,7 @@ bounded thread pools (one per engine, so a queued ASR job never holds up speech)
 :mod:`voice.gateway.local` runs every call on them, off the event loop. Engine libraries
 release the GIL while they compute, so the event loop keeps serving other sessions' audio.
 
-Loading takes about 10 s (most of it the chat preamble, :func:`_warm_slots`) and about 1.2 GB;
+Loading takes about 11 s (most of it the chat preamble, :func:`_warm_slots`) and about 1.2 GB;
 :func:`shared_engines` does it once per process, and every session (every
 :class:`~voice.gateway.local.LocalGateway`) shares them.
 """
@@ -227,7 +227,7 @@ PREAMBLE_FILE: Final = "preamble.bin"
 def _warm_slots(server: Any, key: str, slots: int) -> None:
     """Compute the local preamble once, in slot 0, and copy it into every other slot.
 
-    The preamble is ~330 tokens, ~4 s of prompt on 2 cores. A slot reuses the prompt it
+    The preamble is ~560 tokens, seconds of prompt on 2 cores. A slot reuses the prompt it
     last held, so one that never held the preamble computes it all again: measured, the chat
     started right after a cut one (which still holds its slot for a token or so) waited
     4.4-5.2 s for its first token instead of 0.25 s, and so did the second of two sessions'
@@ -254,7 +254,7 @@ def _warm_slots(server: Any, key: str, slots: int) -> None:
                 raise OSError(f"{action} slot {slot}: HTTP {response.status} {reply[:200]!r}")
     except (OSError, http.client.HTTPException) as exc:
         log.warning("could not copy the chat preamble into every llama.cpp slot (%s); each "
-                    "computes it on first use, ~4 s", exc)  # fmt: skip
+                    "computes it on first use, seconds", exc)  # fmt: skip
     finally:
         connection.close()
 

@@ -22,7 +22,7 @@ DEFAULT_INSTRUCTIONS: Final = PipelineSettings().instructions
 LOCAL_INSTRUCTIONS: Final = (
     "You are a voice assistant running offline on this computer, with no internet. Reply in"
     " one or two short spoken sentences, with no lists or markdown. Answer questions about "
-    "facts, words, maths, cooking or how to do something directly and correctly. But you "
+    "facts, words, maths, cooking, feelings or how to do something directly and correctly. But you "
     "cannot know the current time, date, weather or news, and you cannot do tasks: no "
     "reminders, bookings, calls, music or smart devices. Only when asked for one of those, "
     'start with "Sorry, I can\'t" and give one helpful tip. For anything else, give your best '
@@ -44,6 +44,10 @@ LOCAL_EXAMPLES: Final[tuple[tuple[str, str], ...]] = (
         "Sorry, I can't book anything offline, but the hotel's website or phone line can.",
     ),
     (
+        "Add milk to my shopping list.",
+        "Sorry, I can't keep lists offline; a notes app on your phone can.",
+    ),
+    (
         "How do I change my email address?",
         "Usually you open your account settings, choose the email option, and confirm the "
         "change with the link they send you.",
@@ -53,13 +57,38 @@ LOCAL_EXAMPLES: Final[tuple[tuple[str, str], ...]] = (
         "Nine plus six is fifteen.",
     ),
     (
+        "What is the speed of light in kilometres per second?",
+        "Light travels at about 300,000 kilometres per second.",
+    ),
+    (
         "What is the capital of Italy?",
         "The capital of Italy is Rome.",
     ),
+    (
+        "How do you say please in German?",
+        'In German, please is "bitte".',
+    ),
+    (
+        "How do I cook pasta?",
+        "Boil a big pot of salted water, add the pasta, and cook it for eight to ten minutes, "
+        "until it's tender.",
+    ),
+    (
+        "My parcel was meant to arrive yesterday and it still hasn't come.",
+        "Sorry, I can't track it offline; the delivery company's tracking page or customer "
+        "service can tell you where it is.",
+    ),
+    (
+        "I'm so tired of work.",
+        "That sounds exhausting; I hope you get some rest tonight, and talking to someone you "
+        "trust can help too.",
+    ),
 )
 """Exchanges shown to the model before the conversation, one of each kind of answer: a small
-model follows examples better than rules. None is a question of the judged set. They cost
-~330 tokens of prompt, which llama.cpp computes once, at load, into every slot (engines.py)."""
+model follows examples better than rules, and is swayed by them: a temperature among them
+and it guesses the one outside; the order of two of them flips an answer. None is a question
+of the judged set or of the held-out probes in it. They cost ~560 tokens of prompt, which
+llama.cpp computes once, at load, into every slot (engines.py)."""
 
 
 def local_preamble() -> list[ChatMessage]:
