@@ -227,14 +227,15 @@ PREAMBLE_FILE: Final = "preamble.bin"
 def _warm_slots(server: Any, key: str, slots: int) -> None:
     """Compute the local preamble once, in slot 0, and copy it into every other slot.
 
-    The preamble is ~560 tokens, seconds of prompt on 2 cores. A slot reuses the prompt it
-    last held, so one that never held the preamble computes it all again: measured, the chat
-    started right after a cut one (which still holds its slot for a token or so) waited
-    4.4-5.2 s for its first token instead of 0.25 s, and so did the second of two sessions'
-    chats at once. llama.cpp's RAM prompt cache does not help there: it publishes a slot's
-    prompt only when the slot is reused, and hands each entry to one slot. Saving slot 0 and
-    restoring it into the others takes ~2 ms a slot. If that fails, each other slot computes
-    the preamble the first time it is used, which costs time, not correctness.
+    The preamble is ~560 tokens (it was ~330, ~4 s of prompt on 2 cores, when the figures below
+    were measured). A slot reuses the prompt it last held, so one that never held the preamble
+    computes it all again: measured, the chat started right after a cut one (which still holds
+    its slot for a token or so) waited 4.4-5.2 s for its first token instead of 0.25 s, and so
+    did the second of two sessions' chats at once. llama.cpp's RAM prompt cache does not help
+    there: it publishes a slot's prompt only when the slot is reused, and hands each entry to
+    one slot. Saving slot 0 and restoring it into the others takes ~2 ms a slot. If that fails,
+    each other slot computes the preamble the first time it is used, which costs time, not
+    correctness.
     """
     warm = _request([*local_preamble(), ChatMessage("user", "Hello.")], 1, 0.0)
     server.handle_chat_completions({**warm, "id_slot": 0}, lambda _: True)
