@@ -255,7 +255,7 @@ def _warm_slots(server: Any, key: str, slots: int) -> None:
                 raise OSError(f"{action} slot {slot}: HTTP {response.status} {reply[:200]!r}")
     except (OSError, http.client.HTTPException) as exc:
         log.warning("could not copy the chat preamble into every llama.cpp slot (%s); each "
-                    "computes it on first use, seconds", exc)  # fmt: skip
+                    "computes it on first use, several seconds", exc)  # fmt: skip
     finally:
         connection.close()
 
